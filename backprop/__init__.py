@@ -1,0 +1,23 @@
+"""backprop: neural networks trained by backpropagation on NumPy arrays, showing their work."""
+
+from backprop.gradcheck import GradcheckError, gradcheck
+from backprop.ops import concatenate, stack, where
+from backprop.random import get_rng_state, manual_seed, set_rng_state
+from backprop.tensor import Tensor, is_grad_enabled, no_grad, tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor",
+    "tensor",
+    "no_grad",
+    "is_grad_enabled",
+    "manual_seed",
+    "get_rng_state",
+    "set_rng_state",
+    "gradcheck",
+    "GradcheckError",
+    "concatenate",
+    "stack",
+    "where",
+]

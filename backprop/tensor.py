@@ -1,0 +1,254 @@
+"""``Tensor``: an ndarray that remembers how it was computed, and ``backward()``.
+
+Each Tensor produced by an operation keeps its parents and, for each parent, a
+vector-Jacobian product (VJP): a small closure that maps the gradient of the loss
+with respect to this Tensor, dL/dout, to the gradient with respect to that parent,
+dL/dparent = dL/dout . dout/dparent. The closures hold the values the forward pass
+computed that the derivative needs (the "cache").
+
+``backward()`` is the chain rule applied to the whole graph: visit the nodes in
+reverse topological order (every node after all the nodes that use it), call each
+node's VJPs, and sum the contributions that reach a node along different paths.
+The primitives and their VJPs live in ``ops.py``.
+"""
+
+import contextlib
+
+from backprop.backend import xp
+
+_grad_enabled = True
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager (and decorator) under which operations record no graph."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous, _grad_enabled = _grad_enabled, False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+def _as_array(data, dtype=None):
+    """Python data becomes float32 (ints stay int64, bools bool); arrays keep their dtype."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if isinstance(data, xp.ndarray):
+        return data if dtype is None else data.astype(dtype, copy=False)
+    array = xp.asarray(data, dtype=dtype)
+    if dtype is None and array.dtype.kind == "f" and not isinstance(data, xp.generic):
+        array = array.astype(xp.float32)
+    return array
+
+
+def _released(grad):
+    raise RuntimeError(
+        "Trying to backward through the graph a second time: its cached values were "
+        "released after the first backward(); pass retain_graph=True to the first call."
+    )
+
+
+class Tensor:
+    """A multidimensional array with an optional gradient.
+
+    ``Tensor(data, requires_grad=False, dtype=None)``: ``data`` is anything
+    ``numpy.asarray`` accepts. Python floats become float32, as in PyTorch; an
+    ndarray keeps its dtype (float64 stays float64).
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_op", "__weakref__")
+    __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_array(data, dtype)
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise TypeError(
+                f"only floating-point Tensors can require gradients; got dtype {self.data.dtype}"
+            )
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()  # ((parent, vjp), ...) for a node computed by an operation
+        self._op = None  # the operation's name; None for a leaf
+
+    @classmethod
+    def _from_op(cls, data, op, parents):
+        """The result of an operation: ``parents`` is a sequence of (input, vjp) pairs."""
+        out = cls.__new__(cls)
+        out.data = data
+        out.grad = None
+        out._op = None
+        out._parents = ()
+        out.requires_grad = False
+        if _grad_enabled:
+            parents = tuple((p, vjp) for p, vjp in parents if p.requires_grad)
+            if parents:
+                out.requires_grad = True
+                out._parents = parents
+                out._op = op
+        return out
+
+    # -- information -----------------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    is_leaf = property(lambda self: self._op is None)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = xp.array2string(self.data, separator=", ", prefix="Tensor(")
+        extra = f", op={self._op}" if self._op else (", requires_grad=True" if self.requires_grad else "")
+        return f"Tensor({body}{extra})"
+
+    def numpy(self):
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a Tensor with one element; got shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def detach(self):
+        """The same values, cut from the graph (shares memory, as in PyTorch)."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise TypeError(f"only floating-point Tensors can require gradients; got dtype {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    # -- the chain rule ----------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) . grad into ``leaf.grad`` for every leaf that requires it.
+
+        For a scalar, ``grad`` defaults to 1. For a Tensor of another shape, ``grad``
+        (same shape) is the vector v of the vector-Jacobian product v^T J.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a Tensor that does not require grad and has no graph")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without a grad argument needs a scalar output; got shape {self.shape}"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = _as_array(grad, self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(grad): grad has shape {grad.shape}, expected {self.shape}")
+
+        grads = {id(self): grad}
+        handed_out = {id(grad)}  # arrays already stored somewhere: a leaf must not alias them
+        for node in _reverse_topological_order(self):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._op is None:
+                node._accumulate(g, handed_out)
+                continue
+            for parent, vjp in node._parents:
+                contribution = unbroadcast(vjp(g), parent.data.shape)
+                key = id(parent)
+                grads[key] = contribution if key not in grads else grads[key] + contribution
+            if not retain_graph:  # release the cache: the closures hold the forward values
+                node._parents = tuple((p, _released) for p, _ in node._parents)
+
+    def _accumulate(self, g, handed_out):
+        if g.dtype != self.data.dtype:
+            g = g.astype(self.data.dtype)
+        if self.grad is None:
+            # Own the array: a view, a broadcast, or an array another leaf holds is copied.
+            self.grad = g.copy() if (not g.flags.owndata or id(g) in handed_out) else g
+            handed_out.add(id(self.grad))
+        else:
+            self.grad += g
+
+
+def _reverse_topological_order(root):
+    """Nodes that require grad, each before every node it was computed from (iterative DFS)."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        stack.extend((parent, False) for parent, _ in node._parents if id(parent) not in visited)
+    order.reverse()
+    return order
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes NumPy broadcasting added or stretched, back to ``shape``.
+
+    If x of shape ``shape`` was broadcast to y, then dL/dx = sum of dL/dy over the
+    broadcast axes. This is the one place broadcasting is undone.
+    """
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1
+    )
+    return grad.sum(axis=axes).reshape(shape)
+
+
+def tensor(data, requires_grad=False, dtype=None):
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+# Operators and methods forward to the primitives in ops.py (imported at the bottom).
+def _method(name):
+    return lambda self, *args: getattr(ops, name)(self, *args)
+
+
+def _reflected(name):
+    return lambda self, other: getattr(ops, name)(other, self)
+
+
+for _dunder, _name in [("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "div"), ("matmul", "matmul")]:
+    setattr(Tensor, f"__{_dunder}__", _method(_name))
+    setattr(Tensor, f"__r{_dunder}__", _reflected(_name))
+
+Tensor.__neg__ = _method("neg")
+Tensor.__pow__ = _method("pow")
+Tensor.__getitem__ = _method("getitem")
+Tensor.__lt__ = lambda self, other: Tensor(self.data < _as_array(other))
+Tensor.__le__ = lambda self, other: Tensor(self.data <= _as_array(other))
+Tensor.__gt__ = lambda self, other: Tensor(self.data > _as_array(other))
+Tensor.__ge__ = lambda self, other: Tensor(self.data >= _as_array(other))
+Tensor.T = property(lambda self: ops.transpose(self))
+
+for _name in ["exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "gelu"]:
+    setattr(Tensor, _name, _method(_name))
+
+Tensor.sum = lambda self, axis=None, keepdims=False: ops.sum(self, axis, keepdims)
+Tensor.mean = lambda self, axis=None, keepdims=False: ops.mean(self, axis, keepdims)
+Tensor.max = lambda self, axis=None, keepdims=False: ops.max(self, axis, keepdims)
+Tensor.min = lambda self, axis=None, keepdims=False: ops.min(self, axis, keepdims)
+Tensor.reshape = lambda self, *shape: ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+Tensor.transpose = lambda self, *axes: ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+Tensor.clip = lambda self, min=None, max=None: ops.clip(self, min, max)
+Tensor.leaky_relu = lambda self, negative_slope=0.01: ops.leaky_relu(self, negative_slope)
+Tensor.softmax = lambda self, axis=-1: ops.softmax(self, axis)
+Tensor.log_softmax = lambda self, axis=-1: ops.log_softmax(self, axis)
+
+from backprop import ops  # noqa: E402  (ops builds on Tensor, defined above)
+
+__all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "unbroadcast"]
