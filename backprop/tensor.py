@@ -62,7 +62,7 @@ class Tensor:
     ndarray keeps its dtype (float64 stays float64).
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_op", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_op", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -75,6 +75,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._parents = ()  # ((parent, vjp), ...) for a node computed by an operation
         self._op = None  # the operation's name; None for a leaf
+        self._retains_grad = False
 
     @classmethod
     def _from_op(cls, data, op, parents):
@@ -83,6 +84,7 @@ class Tensor:
         out.data = data
         out.grad = None
         out._op = None
+        out._retains_grad = False
         out._parents = ()
         out.requires_grad = False
         if _grad_enabled:
@@ -129,6 +131,10 @@ class Tensor:
         self.requires_grad = requires_grad
         return self
 
+    def retain_grad(self):
+        """Keep dL/d(self) in ``.grad`` after backward() although this is not a leaf."""
+        self._retains_grad = True
+
     # -- the chain rule ----------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) . grad into ``leaf.grad`` for every leaf that requires it.
@@ -155,8 +161,9 @@ class Tensor:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if node._op is None:
+            if node._op is None or node._retains_grad:
                 node._accumulate(g, handed_out)
+            if node._op is None:
                 continue
             for parent, vjp in node._parents:
                 contribution = unbroadcast(vjp(g), parent.data.shape)
