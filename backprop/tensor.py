@@ -47,13 +47,6 @@ def _as_array(data, dtype=None):
     return array
 
 
-def _released(grad):
-    raise RuntimeError(
-        "Trying to backward through the graph a second time: its cached values were "
-        "released after the first backward(); pass retain_graph=True to the first call."
-    )
-
-
 class Tensor:
     """A multidimensional array with an optional gradient.
 
@@ -73,7 +66,8 @@ class Tensor:
             )
         self.grad = None
         self.requires_grad = bool(requires_grad)
-        self._parents = ()  # ((parent, vjp), ...) for a node computed by an operation
+        self._parents = ()  # ((parent, vjp), ...) for a node computed by an operation;
+        # a node with an _op but no parents had its graph released by backward()
         self._op = None  # the operation's name; None for a leaf
         self._retains_grad = False
 
@@ -165,12 +159,17 @@ class Tensor:
                 node._accumulate(g, handed_out)
             if node._op is None:
                 continue
+            if not node._parents:
+                raise RuntimeError(
+                    "Trying to backward through the graph a second time: its cached values were "
+                    "released after the first backward(); pass retain_graph=True to the first call."
+                )
             for parent, vjp in node._parents:
                 contribution = unbroadcast(vjp(g), parent.data.shape)
                 key = id(parent)
                 grads[key] = contribution if key not in grads else grads[key] + contribution
-            if not retain_graph:  # release the cache: the closures hold the forward values
-                node._parents = tuple((p, _released) for p, _ in node._parents)
+            if not retain_graph:  # release the cache (closures) and the intermediate values
+                node._parents = ()
 
     def _accumulate(self, g, handed_out):
         if g.dtype != self.data.dtype:

@@ -1,0 +1,166 @@
+"""The engine's bookkeeping: the reverse walk, accumulation, no_grad, dtypes, release."""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import backprop as bp
+
+
+def test_backward_through_a_chain_of_100000_operations():
+    x = bp.Tensor(1.5, requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y * 1.0 + 0.0
+    y.backward()
+    assert x.grad == pytest.approx(1.0)
+
+
+def test_scalar_backward_defaults_to_one_and_nonscalar_needs_grad():
+    x = bp.Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"scalar output; got shape \(2,\)"):
+        (x * 2).backward()
+    (x * 2).backward(np.array([1.0, 10.0]))
+    np.testing.assert_array_equal(x.grad, [2.0, 20.0])
+
+
+def test_backward_grad_of_the_wrong_shape_is_refused():
+    x = bp.Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(ValueError, match=r"\(3,\).*\(2,\)"):
+        (x * 2).backward(np.ones(3))
+
+
+def test_gradients_accumulate_across_backward_calls():
+    x = bp.Tensor([1.0, -2.0], requires_grad=True)
+    (x * x).sum().backward()
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data + 3)
+
+
+def test_retain_graph_allows_a_second_backward_and_its_absence_refuses_it():
+    x = bp.Tensor([1.0, 2.0], requires_grad=True)
+    y = (x.exp() * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad, 2 * (np.exp(x.data) * (1 + x.data)), rtol=1e-6)
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+
+
+def test_backward_releases_the_intermediate_values_unless_retained():
+    for retain, released in [(False, True), (True, False)]:
+        x = bp.Tensor(np.ones(10), requires_grad=True)
+        hidden = x.tanh()
+        alive = weakref.ref(hidden)
+        loss = (hidden * 2).sum()
+        del hidden
+        loss.backward(retain_graph=retain)
+        gc.collect()
+        assert (alive() is None) == released
+
+
+def test_a_shared_subexpression_collects_gradient_from_every_path():
+    x = bp.Tensor(3.0, requires_grad=True)
+    a = x * x  # used twice below: da/dx contributes along both paths
+    (a * a + a).backward()
+    assert x.grad == pytest.approx(4 * 3.0**3 + 2 * 3.0)
+
+
+def test_two_leaves_never_share_one_gradient_array():
+    a = bp.Tensor([1.0, 2.0], requires_grad=True)
+    b = bp.Tensor([3.0, 4.0], requires_grad=True)
+    (a + b).sum().backward()
+    a.grad *= 10  # e.g. gradient clipping in place
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])
+
+
+def test_leaf_gradient_is_writable_and_owns_its_memory_after_a_broadcast():
+    w = bp.Tensor(np.ones(3), requires_grad=True)
+    (w * np.ones((4, 3))).sum().backward()
+    w.grad += 1
+    np.testing.assert_array_equal(w.grad, [5.0, 5.0, 5.0])
+
+
+def test_no_grad_records_nothing():
+    x = bp.Tensor([1.0], requires_grad=True)
+    with bp.no_grad():
+        y = x * 2
+    assert not y.requires_grad and y.is_leaf
+    assert (x * 2).requires_grad
+
+
+def test_no_grad_works_as_a_decorator_and_restores_the_mode():
+    @bp.no_grad()
+    def double(t):
+        return t * 2
+
+    assert not double(bp.Tensor([1.0], requires_grad=True)).requires_grad
+    assert bp.is_grad_enabled()
+
+
+def test_retain_grad_keeps_an_intermediate_gradient():
+    x = bp.Tensor([1.0, 2.0], requires_grad=True)
+    h = x * 3
+    h.retain_grad()
+    (h * h).sum().backward()
+    np.testing.assert_array_equal(h.grad, 2 * h.data)
+    np.testing.assert_array_equal(x.grad, 18 * x.data)
+
+
+def test_detach_cuts_the_graph():
+    x = bp.Tensor([2.0], requires_grad=True)
+    (x * x.detach()).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0])
+
+
+def test_python_data_is_float32_and_arrays_keep_their_dtype():
+    assert bp.Tensor([1.0, 2.0]).dtype == np.float32
+    assert bp.Tensor(2.5).dtype == np.float32
+    assert bp.Tensor([1, 2]).dtype == np.int64
+    assert bp.Tensor(np.zeros(2)).dtype == np.float64
+    assert bp.Tensor([1.0], dtype=np.float64).dtype == np.float64
+
+
+def test_python_scalars_never_upcast_float32():
+    x = bp.Tensor([1.0, 2.0], requires_grad=True)
+    y = (2.5 * x + 1) / 3.0 - 0.5
+    y = y**2
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_float64_is_kept_through_every_step():
+    x = bp.Tensor(np.array([[0.5, -1.0]]), requires_grad=True)
+    y = (x @ np.ones((2, 3))).sigmoid().log_softmax(-1).mean()
+    assert y.dtype == np.float64
+    y.backward()
+    assert x.grad.dtype == np.float64
+
+
+def test_ndarray_on_the_left_of_an_operator_gives_a_tensor():
+    x = bp.Tensor([1.0, 2.0], requires_grad=True)
+    y = np.array([3.0, 4.0], dtype=np.float32) * x
+    assert isinstance(y, bp.Tensor)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 4.0])
+
+
+def test_only_float_tensors_may_require_grad():
+    with pytest.raises(TypeError, match="floating-point"):
+        bp.Tensor([1, 2], requires_grad=True)
+
+
+def test_backward_on_a_tensor_without_graph_is_refused():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        bp.Tensor([1.0]).sum().backward()
+
+
+def test_item_and_numpy_and_repr():
+    t = bp.Tensor([[3.0]])
+    assert t.item() == 3.0 and isinstance(t.numpy(), np.ndarray)
+    assert "Tensor(" in repr(t)
+    with pytest.raises(ValueError, match="one element"):
+        bp.Tensor([1.0, 2.0]).item()
