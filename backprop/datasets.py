@@ -1,0 +1,394 @@
+"""Built-in datasets and data files, loaded as arrays ready for training.
+
+``load_dataset(name_or_path, target=None)`` accepts
+
+- a built-in name: ``xor``, ``moons``, ``spirals`` (generated, always the same points),
+  ``iris``, ``wine``, ``breast-cancer``, ``digits`` (classification) and ``diabetes``
+  (regression), the last five from the files bundled with scikit-learn (no download);
+- a ``.csv`` file with a header row: every column but the target is a numeric feature;
+  the target is the column named ``target`` (default: the last one);
+- a ``.npz`` file with arrays ``X`` (examples in rows; images are flattened) and ``y``;
+- a folder of MNIST IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-...``, each optionally ``.gz``): all image/label pairs in it, train first.
+
+Classification targets become class indices 0..C-1 and ``label_names`` keeps the
+original labels as strings (``"setosa"``, or ``"3"`` for the number 3), so predictions
+can be written back in the user's terms. A target is a classification target when it
+holds strings or whole numbers only, and a regression target otherwise, unless
+``task`` says which.
+
+Bad files fail with one sentence naming the file and what is wrong in it.
+"""
+
+import csv
+import gzip
+import os
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from backprop.backend import xp
+
+TASKS = ("classification", "regression")
+
+
+@dataclass
+class LoadedDataset:
+    """Features ``X`` (float64, one example per row), targets ``y`` and their names.
+
+    ``y`` holds class indices (int64) for classification and float64 values for
+    regression, or is None for a file loaded without its target (``require_target=False``).
+    ``label_names[k]`` is the original label of class k (None for regression).
+    """
+
+    X: object
+    y: object
+    feature_names: list
+    label_names: list
+    task: str
+    target_name: str
+    source: str
+
+    @property
+    def n_classes(self):
+        return len(self.label_names) if self.label_names is not None else 0
+
+
+# -- built-in datasets -------------------------------------------------------------------
+
+
+def _xor(n=400):
+    """Points uniform in [-1, 1]^2, labelled 1 where exactly one coordinate is positive."""
+    rng = xp.random.default_rng(0)
+    X = rng.uniform(-1.0, 1.0, size=(n, 2))
+    y = ((X[:, 0] > 0) != (X[:, 1] > 0)).astype(xp.int64)
+    return X, y, ["x1", "x2"], ["0", "1"]
+
+
+def _moons(n=400):
+    """Two interleaving half circles with Gaussian noise (sd 0.1)."""
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(n_samples=n, noise=0.1, random_state=0)
+    return X, y.astype(xp.int64), ["x1", "x2"], ["0", "1"]
+
+
+def _spirals(n_per_class=200, classes=3):
+    """Interleaved spiral arms, one per class: radius r in [0, 1], angle 4r + 2 pi k / K + noise."""
+    rng = xp.random.default_rng(0)
+    r = xp.tile(xp.linspace(0.0, 1.0, n_per_class), classes)
+    k = xp.repeat(xp.arange(classes), n_per_class)
+    angle = 4.0 * r + 2.0 * xp.pi * k / classes + rng.normal(0.0, 0.2, size=r.shape)
+    X = xp.stack([r * xp.sin(angle), r * xp.cos(angle)], axis=1)
+    return X, k.astype(xp.int64), ["x1", "x2"], [str(c) for c in range(classes)]
+
+
+def _from_sklearn(loader):
+    def load():
+        bunch = loader()
+        names = [str(n) for n in getattr(bunch, "target_names", [])] or None
+        return bunch.data, bunch.target, [str(f) for f in bunch.feature_names], names
+
+    return load
+
+
+def _sklearn(name):
+    import sklearn.datasets
+
+    return _from_sklearn(getattr(sklearn.datasets, name))()
+
+
+BUILTINS = {
+    "xor": _xor,
+    "moons": _moons,
+    "spirals": _spirals,
+    "iris": lambda: _sklearn("load_iris"),
+    "wine": lambda: _sklearn("load_wine"),
+    "breast-cancer": lambda: _sklearn("load_breast_cancer"),
+    "digits": lambda: _sklearn("load_digits"),
+    "diabetes": lambda: _sklearn("load_diabetes"),
+}
+
+
+def _builtin(name):
+    X, y, feature_names, label_names = BUILTINS[name]()
+    if label_names is None:  # diabetes: a regression target
+        return LoadedDataset(
+            X.astype(xp.float64), y.astype(xp.float64), feature_names, None, "regression", "target", name
+        )
+    return LoadedDataset(
+        X.astype(xp.float64), y.astype(xp.int64), feature_names, label_names, "classification", "target", name
+    )
+
+
+# -- targets -----------------------------------------------------------------------------
+
+
+def _label_name(value):
+    """3.0 -> "3", 0.5 -> "0.5", "cat" -> "cat": the spelling shared by CSV, NPZ and built-ins."""
+    if isinstance(value, str):
+        return value
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _encode_target(values, task, where):
+    """Class indices and names (classification) or float values (regression).
+
+    ``values`` is a 1-D array of numbers or strings; ``where`` names the source for errors.
+    """
+    numeric = values.dtype.kind in "biuf"
+    if task is None:
+        whole = numeric and bool(xp.all(xp.mod(values.astype(xp.float64), 1.0) == 0))
+        task = "classification" if (not numeric or whole) else "regression"
+    if task == "regression":
+        if not numeric:
+            raise ValueError(f"{where}: a regression target must be numeric; got labels such as {values[0]!r}")
+        return values.astype(xp.float64), None, task
+    classes = xp.unique(values)
+    names = [_label_name(c) for c in classes.tolist()]
+    if len(classes) < 2:
+        raise ValueError(
+            f"{where}: the target has a single class ({names[0]!r}); classification needs at least 2"
+        )
+    return xp.searchsorted(classes, values).astype(xp.int64), names, task
+
+
+# -- files -------------------------------------------------------------------------------
+
+
+def _float_or_none(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _read_csv(path, target, task, features, require_target):
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text CSV file (it is not UTF-8)") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a valid CSV file ({e})") from None
+    if not rows:
+        raise ValueError(f"{path}: the file is empty; expected a header row and data rows")
+    header = [h.strip() for h in rows[0][1]]
+    lines = [line for line, _ in rows[1:]]
+    body = [row for _, row in rows[1:]]
+    if not body:
+        raise ValueError(f"{path}: the file has a header but no data rows")
+    for line, row in zip(lines, body):
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {line}: {len(row)} fields but the header has {len(header)}")
+
+    def column_index(name, role):
+        if name not in header:
+            raise ValueError(f"{path}: no {role} column {name!r}; the columns are {', '.join(header)}")
+        return header.index(name)
+
+    if features is None:
+        target = header[-1] if target is None else target
+        column_index(target, "target")
+        feature_columns = [j for j, h in enumerate(header) if h != target]
+    else:
+        feature_columns = [column_index(name, "feature") for name in features]
+        if require_target:
+            column_index(target, "target")
+    if not feature_columns:
+        raise ValueError(f"{path}: the only column is the target {target!r}; there are no features")
+
+    X = xp.empty((len(body), len(feature_columns)), dtype=xp.float64)
+    for i, row in enumerate(body):
+        for k, j in enumerate(feature_columns):
+            value = _float_or_none(row[j].strip())
+            if value is None or not xp.isfinite(value):
+                cell = row[j].strip()
+                what = "is empty" if not cell else f"is {cell!r}, not a finite number"
+                raise ValueError(f"{path}, line {lines[i]}: feature column {header[j]!r} {what}")
+            X[i, k] = value
+
+    y = names = None
+    if target in header:
+        j = header.index(target)
+        cells = [row[j].strip() for row in body]
+        numbers = [_float_or_none(c) for c in cells]
+        if None in numbers:
+            values = xp.array(cells)  # labels such as "setosa"
+            i = cells.index("") if "" in cells else None
+        else:
+            values = xp.array(numbers)
+            i = int(xp.flatnonzero(~xp.isfinite(values))[0]) if not xp.all(xp.isfinite(values)) else None
+        if i is not None:
+            what = repr(cells[i]) if cells[i] else "empty"
+            raise ValueError(f"{path}, line {lines[i]}: target column {target!r} is {what}")
+        y, names, task = _encode_target(values, task, f"{path}, column {target!r}")
+    return LoadedDataset(X, y, [header[j] for j in feature_columns], names, task, target, str(path))
+
+
+def _finite_features(X, path):
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: X must hold numbers; got dtype {X.dtype}")
+    X = X.reshape(len(X), -1).astype(xp.float64) if X.ndim != 2 else X.astype(xp.float64)
+    bad = ~xp.isfinite(X)
+    if bad.any():
+        i, j = (int(v) for v in xp.argwhere(bad)[0])
+        raise ValueError(f"{path}: X[{i}, {j}] is {X[i, j]}; features must be finite numbers")
+    return X
+
+
+def _read_npz(path, task, require_target):
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":
+            raise ValueError(f"{path}: not a .npz file (a NumPy zip archive of arrays X and y)")
+    try:
+        with xp.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{path}: holds pickled Python objects, which are never loaded") from None
+        raise ValueError(f"{path}: not a valid .npz file ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a valid .npz file ({e})") from None
+    if "X" not in arrays or (require_target and "y" not in arrays):
+        raise ValueError(
+            f"{path}: expected arrays named 'X' and 'y'; the file has {', '.join(arrays) or 'none'}"
+        )
+    X = arrays["X"]
+    if X.ndim < 2:
+        raise ValueError(f"{path}: X must have one example per row (2 or more dimensions); got shape {X.shape}")
+    X = _finite_features(X, path)
+    features = [f"x{j}" for j in range(X.shape[1])]
+    if "y" not in arrays:
+        return LoadedDataset(X, None, features, None, task, "y", str(path))
+    y = arrays["y"]
+    if y.ndim != 1 or len(y) != len(X):
+        raise ValueError(f"{path}: y must be 1-D with one entry per row of X ({len(X)}); got shape {y.shape}")
+    if y.dtype.kind in "biuf" and not xp.all(xp.isfinite(y)):
+        raise ValueError(f"{path}: y[{int(xp.flatnonzero(~xp.isfinite(y))[0])}] is not a finite number")
+    if y.dtype.kind not in "biufUS":
+        raise ValueError(f"{path}: y must hold numbers or strings; got dtype {y.dtype}")
+    if y.dtype.kind == "S":
+        y = y.astype(str)
+    y, names, task = _encode_target(y, task, f"{path}, array 'y'")
+    return LoadedDataset(X, y, features, names, task, "y", str(path))
+
+
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path):
+    """An IDX file (MNIST's format; gzip-compressed if the name ends in .gz) as an array.
+
+    Layout: two zero bytes, a type code, the number of dimensions n, n big-endian
+    uint32 sizes, then the values in big-endian row-major order.
+    """
+    path = Path(path)
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise ValueError(f"{path}: not a valid gzip file ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: the IDX header is truncated")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = xp.dtype(_IDX_TYPES[raw[2]])
+    expected = int(xp.prod(shape, dtype=xp.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"{path}: the header announces shape {shape} ({expected} bytes of data) but the file has "
+            f"{len(raw) - header}"
+        )
+    return xp.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _read_idx_folder(path, task, require_target):
+    files = sorted(p for p in path.iterdir() if "idx" in p.name and p.is_file())
+    images = [p for p in files if "idx3" in p.name]
+    # train-images-idx3-ubyte pairs with train-labels-idx1-ubyte (also train-images.idx3-ubyte)
+    images.sort(key=lambda p: (not p.name.startswith("train"), p.name))
+    if not images:
+        raise ValueError(
+            f"{path}: a data folder must hold MNIST IDX files (train-images-idx3-ubyte[.gz], "
+            f"train-labels-idx1-ubyte[.gz], ...); found none"
+        )
+    X_parts, y_parts = [], []
+    for image_file in images:
+        label_name = image_file.name.replace("images", "labels").replace("idx3", "idx1")
+        label_file = path / label_name
+        X = read_idx(image_file)
+        X_parts.append(X.reshape(len(X), -1))
+        if label_file.is_file():
+            y = read_idx(label_file)
+            if y.ndim != 1 or len(y) != len(X):
+                raise ValueError(f"{label_file}: expected {len(X)} labels, one per image; got shape {y.shape}")
+            y_parts.append(y)
+        elif require_target:
+            raise ValueError(f"{image_file}: no matching label file {label_name!r} in {path}")
+    widths = {x.shape[1] for x in X_parts}
+    if len(widths) > 1:
+        raise ValueError(f"{path}: the image files have different image sizes")
+    X = _finite_features(xp.concatenate(X_parts), path)
+    side = int(round(X.shape[1] ** 0.5))
+    features = [f"pixel_{j // side}_{j % side}" for j in range(X.shape[1])] if side * side == X.shape[1] else [
+        f"x{j}" for j in range(X.shape[1])
+    ]
+    if len(y_parts) != len(X_parts):
+        return LoadedDataset(X, None, features, None, task, "label", str(path))
+    y, names, task = _encode_target(xp.concatenate(y_parts), task, f"{path} labels")
+    return LoadedDataset(X, y, features, names, task, "label", str(path))
+
+
+# -- the entry point ---------------------------------------------------------------------
+
+
+def load_dataset(name_or_path, target=None, *, task=None, features=None, require_target=True):
+    """Load a built-in dataset or a data file as a ``LoadedDataset``.
+
+    ``target``: the CSV column to predict (default: the last). ``task``:
+    "classification" or "regression" (default: inferred from the target).
+    ``features``: CSV column names to use as features, in this order (default: every
+    column but the target), for data that must match a trained model.
+    ``require_target=False`` allows a file without its target (``y`` is then None).
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    name = str(name_or_path)
+    builtin = name.lower().replace("_", "-")
+    if builtin in BUILTINS and not os.path.exists(name):
+        data = _builtin(builtin)
+        if task == "regression" and data.task == "classification":
+            data.y, data.label_names, data.task = data.y.astype(xp.float64), None, task
+        if task == "classification" and data.task == "regression":
+            raise ValueError(f"dataset {builtin!r} has a continuous (regression) target; it cannot be classified")
+        return data
+    path = Path(name)
+    if not path.exists():
+        if path.suffix or os.sep in name or "/" in name:
+            raise FileNotFoundError(f"data file {name!r} does not exist")
+        raise ValueError(
+            f"unknown dataset {name!r}: expected a built-in ({', '.join(BUILTINS)}) "
+            f"or the path of a .csv file, a .npz file or a folder of MNIST IDX files"
+        )
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"data file {name!r} is not readable (permission denied)")
+    if path.is_dir():
+        return _read_idx_folder(path, task, require_target)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path, target, task, features, require_target)
+    if suffix == ".npz":
+        return _read_npz(path, task, require_target)
+    raise ValueError(
+        f"{name}: unsupported data file type {suffix or '(no extension)'!r}; "
+        f"expected .csv, .npz or a folder of MNIST IDX files"
+    )
+
+
+__all__ = ["load_dataset", "LoadedDataset", "BUILTINS", "read_idx"]
