@@ -1,0 +1,162 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from backprop.datasets import BUILTINS, load_dataset, read_idx
+
+
+def write_idx(path, array):
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f8"): 0x0E}
+    array = np.asarray(array)
+    array = array.astype(array.dtype.newbyteorder(">")) if array.dtype.itemsize > 1 else array
+    raw = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw += array.tobytes()
+    (gzip.open(path, "wb") if str(path).endswith(".gz") else open(path, "wb")).write(raw)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_every_builtin_loads_finite_features_and_targets(name):
+    data = load_dataset(name)
+    assert data.X.dtype == np.float64 and data.X.ndim == 2 and np.isfinite(data.X).all()
+    assert len(data.y) == len(data.X) and len(data.feature_names) == data.X.shape[1]
+    if data.task == "classification":
+        assert data.y.dtype == np.int64 and set(np.unique(data.y)) == set(range(data.n_classes))
+    else:
+        assert name == "diabetes" and data.label_names is None
+
+
+def test_generated_datasets_are_the_same_on_every_load():
+    for name in ("xor", "moons", "spirals"):
+        np.testing.assert_array_equal(load_dataset(name).X, load_dataset(name).X)
+
+
+def test_builtin_label_names_are_the_original_labels():
+    assert load_dataset("iris").label_names == ["setosa", "versicolor", "virginica"]
+    assert load_dataset("digits").label_names == [str(d) for d in range(10)]
+    assert load_dataset("breast_cancer").label_names == load_dataset("breast-cancer").label_names
+
+
+def test_csv_string_labels_are_mapped_and_kept(tmp_path):
+    path = tmp_path / "pets.csv"
+    path.write_text("weight,height,species\n4.0,30,cat\n30,60,dog\n\n5,25,cat\n")
+    data = load_dataset(path)
+    np.testing.assert_array_equal(data.X, [[4, 30], [30, 60], [5, 25]])
+    assert data.y.tolist() == [0, 1, 0] and data.label_names == ["cat", "dog"]
+    assert data.feature_names == ["weight", "height"] and data.target_name == "species"
+
+
+def test_csv_target_column_by_name_and_numeric_labels(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("label,a,b\n3,1,2\n1.0,3,4\n3,5,6\n")
+    data = load_dataset(path, target="label")
+    assert data.feature_names == ["a", "b"] and data.label_names == ["1", "3"] and data.y.tolist() == [1, 0, 1]
+
+
+def test_csv_fractional_target_is_regression_unless_told(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("x,y\n1,0.5\n2,1.5\n3,2\n")
+    assert load_dataset(path).task == "regression"
+    path.write_text("x,y\n1,1\n2,2\n3,5\n")
+    assert load_dataset(path).task == "classification"
+    data = load_dataset(path, task="regression")
+    assert data.task == "regression" and data.y.tolist() == [1.0, 2.0, 5.0]
+
+
+def test_csv_features_selected_by_name_without_target(tmp_path):
+    path = tmp_path / "new.csv"
+    path.write_text("b,a\n2,1\n4,3\n")
+    data = load_dataset(path, target="species", features=["a", "b"], require_target=False)
+    np.testing.assert_array_equal(data.X, [[1, 2], [3, 4]])
+    assert data.y is None
+
+
+def test_npz_with_X_and_y(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.arange(24.0).reshape(4, 2, 3), y=np.array(["b", "a", "b", "a"]))
+    data = load_dataset(path)
+    assert data.X.shape == (4, 6) and data.label_names == ["a", "b"] and data.y.tolist() == [1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_mnist_idx_folder_train_then_test(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(7, 4, 4), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 1, 0, 2, 1], dtype=np.uint8)
+    write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", images[:5])
+    write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", labels[:5])
+    write_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", images[5:])
+    write_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", labels[5:])
+    data = load_dataset(tmp_path)
+    np.testing.assert_array_equal(data.X, images.reshape(7, 16))
+    assert data.y.tolist() == labels.tolist() and data.feature_names[5] == "pixel_1_1"
+
+
+def test_read_idx_reads_wider_big_endian_types(tmp_path):
+    for array in (np.arange(6, dtype=">i4").reshape(2, 3) - 3, np.linspace(-1, 1, 5).astype(">f8")):
+        write_idx(tmp_path / "a.idx", array)
+        np.testing.assert_array_equal(read_idx(tmp_path / "a.idx"), array)
+
+
+BAD_CSVS = {
+    "a,b,y\n1,2,0\n3,oops,1\n": "line 3: feature column 'b' is 'oops', not a finite number",
+    "a,b,y\n1,2,0\n3,nan,1\n": "line 3: feature column 'b' is 'nan', not a finite number",
+    "a,b,y\n1,2,0\n3,,1\n": "line 3: feature column 'b' is empty",
+    "a,b,y\n1,2,1\n3,4,1\n": "the target has a single class ('1')",
+    "a,b,y\n1,2,0\n3,4\n": "line 3: 2 fields but the header has 3",
+    "a,b,y\n": "the file has a header but no data rows",
+    "": "the file is empty",
+}
+
+
+@pytest.mark.parametrize("text, message", BAD_CSVS.items())
+def test_bad_csv_fails_with_one_line_naming_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError) as info:
+        load_dataset(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_target_column_lists_the_columns(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,y\n1,2,0\n3,4,1\n")
+    with pytest.raises(ValueError, match="no target column 'label'; the columns are a, b, y"):
+        load_dataset(path, target="label")
+
+
+def test_unknown_dataset_name_lists_the_builtins():
+    with pytest.raises(ValueError, match="unknown dataset 'digitz'.*xor, moons, spirals, iris"):
+        load_dataset("digitz")
+
+
+def test_missing_file_and_unsupported_type(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(tmp_path / "missing.csv")
+    (tmp_path / "d.txt").write_text("1 2 3")
+    with pytest.raises(ValueError, match="unsupported data file type '.txt'"):
+        load_dataset(tmp_path / "d.txt")
+
+
+def test_npz_refuses_pickled_objects_and_non_archives(tmp_path):
+    np.savez(tmp_path / "o.npz", X=np.array([[1, 2]], dtype=object), y=np.array([0]))
+    with pytest.raises(ValueError, match="pickled Python objects"):
+        load_dataset(tmp_path / "o.npz")
+    (tmp_path / "junk.npz").write_bytes(b"\x80\x04junk")
+    with pytest.raises(ValueError, match="not a .npz file"):
+        load_dataset(tmp_path / "junk.npz")
+    np.savez(tmp_path / "noy.npz", X=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="expected arrays named 'X' and 'y'; the file has X"):
+        load_dataset(tmp_path / "noy.npz")
+    np.savez(tmp_path / "nan.npz", X=np.array([[1.0, np.nan]]), y=np.array([0]))
+    with pytest.raises(ValueError, match=r"X\[0, 1\] is nan"):
+        load_dataset(tmp_path / "nan.npz")
+
+
+def test_truncated_idx_file_is_reported(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 2, 2), dtype=np.uint8))
+    raw = (tmp_path / "train-images-idx3-ubyte").read_bytes()
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(raw[:-1])
+    with pytest.raises(ValueError, match="the header announces shape"):
+        load_dataset(tmp_path)
