@@ -1,0 +1,31 @@
+"""``backprop.nn``: modules, layers, losses, initialization (PyTorch's names)."""
+
+from backprop.nn import functional, init, utils
+from backprop.nn.layers import GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
+from backprop.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from backprop.nn.module import Module, Parameter, Sequential, from_config
+
+__all__ = [
+    "Module",
+    "Parameter",
+    "Sequential",
+    "from_config",
+    "Linear",
+    "ReLU",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "GELU",
+    "Softmax",
+    "Identity",
+    "Flatten",
+    "Dropout",
+    "MSELoss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "functional",
+    "init",
+    "utils",
+]

@@ -1,0 +1,26 @@
+"""Gradient utilities."""
+
+from backprop.backend import xp
+from backprop.tensor import Tensor
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
+    """Scale the gradients in place so that their joint norm is at most ``max_norm``.
+
+    total = (sum over all gradient elements of |g|^p)^(1/p) (the maximum |g| for p = inf);
+    every gradient is multiplied by min(1, max_norm / (total + 1e-6)). Returns the total
+    norm before clipping, as a 0-d Tensor (as PyTorch).
+    """
+    parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return Tensor(xp.zeros((), dtype=xp.float32))
+    norm_type = float(norm_type)
+    if norm_type == float("inf"):
+        total = max(float(xp.abs(g).max()) for g in grads)
+    else:
+        total = sum(float((xp.abs(g) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)
+    scale = min(1.0, float(max_norm) / (total + 1e-6))
+    for g in grads:
+        g *= scale
+    return Tensor(xp.asarray(total, dtype=grads[0].dtype))
