@@ -1,0 +1,410 @@
+"""The training loop: ``fit`` and ``evaluate``, the ``History`` they keep, and callbacks.
+
+One epoch of ``fit`` is, for each batch (x, y) of the training data::
+
+    loss = loss_fn(model(x), y); optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+with the model in training mode; then the validation data, if any, is evaluated in
+eval mode without recording a graph. The epoch's ``loss`` (and each metric) is the
+mean over the examples of the epoch of the per-batch values (losses with
+``reduction='mean'``), as Keras reports it; ``val_loss`` and ``val_<metric>`` are
+computed on the validation set with the weights at the end of the epoch.
+
+Callbacks hook into the loop (``Callback``); ``EarlyStopping`` trains until the
+monitored value stops improving and restores the best weights, ``LRScheduler`` steps
+a learning-rate scheduler each epoch, ``ModelCheckpoint`` writes resumable
+checkpoints atomically.
+"""
+
+import math
+import numbers
+import sys
+
+from backprop.backend import xp
+from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
+from backprop.io import save_checkpoint
+from backprop.metrics import METRICS
+from backprop.tensor import Tensor, _as_array, no_grad
+
+__all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "LRScheduler", "ModelCheckpoint"]
+
+
+class History:
+    """What ``fit`` measured: ``history`` maps "loss", each metric, "val_loss" and
+    "val_<metric>" to a list with one value per epoch; ``epoch`` lists the epoch
+    indices trained; ``stopped_epoch`` is the epoch after which a callback stopped
+    training early (or an epoch had nothing to train on), None when all epochs ran."""
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+        self.stopped_epoch = None
+
+    def append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self):
+        last = {key: round(values[-1], 4) for key, values in self.history.items()}
+        return f"History(epochs={len(self.epoch)}, last={last})"
+
+
+class Callback:
+    """Hooks that ``fit`` calls; subclasses override the ones they need.
+
+    Before training, ``fit`` sets ``self.model``, ``self.optimizer``, ``self.history``
+    and ``self.stop_training = False``. A callback that sets ``self.stop_training =
+    True`` ends training after the current epoch. ``logs`` holds the current values:
+    ``{"loss": ...}`` for a batch, and at an epoch's end the epoch's loss, metrics and
+    validation values.
+    """
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_batch_end(self, batch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class _Monitor:
+    """Tracks the best value of a logged quantity: lower is better, or higher for accuracy."""
+
+    def __init__(self, owner, monitor, mode, min_delta):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max'; got {mode!r}")
+        if not isinstance(min_delta, numbers.Real) or min_delta < 0:
+            raise ValueError(f"{owner}: min_delta must be a number >= 0; got {min_delta!r}")
+        self.owner, self.monitor, self.min_delta = owner, monitor, float(min_delta)
+        self.maximize = mode == "max" or (mode == "auto" and monitor is not None and monitor.endswith("accuracy"))
+        self.best = None
+
+    def improved(self, logs):
+        """Whether the monitored value of ``logs`` beats the best so far (and record it if so)."""
+        monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
+        if monitor not in logs:
+            raise ValueError(
+                f"{self.owner}: monitor {monitor!r} is not among the logged values {sorted(logs)}; "
+                "pass val= to fit to get val_ values, or monitor another one"
+            )
+        value = logs[monitor]
+        sign = -1.0 if self.maximize else 1.0
+        if self.best is None or sign * value < sign * self.best - self.min_delta:
+            self.best = value
+            return True
+        return False
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs in a row: training until convergence. ``mode`` 'min' or 'max' says which way
+    is better ('auto': max for accuracies, min otherwise). With ``restore_best``, the
+    weights of the best epoch are put back when training ends. ``best_epoch`` and
+    ``best`` say which epoch and value that was."""
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", restore_best=True):
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 0; got {patience!r}")
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, int(patience), min_delta, mode
+        self.restore_best = restore_best
+        _Monitor("EarlyStopping", monitor, mode, min_delta)  # validate now, not at the first epoch
+
+    def on_train_begin(self, logs=None):
+        self._tracker = _Monitor("EarlyStopping", self.monitor, self.mode, self.min_delta)
+        self.best = self.best_epoch = self._best_state = None
+        self.wait = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._tracker.improved(logs):
+            self.best, self.best_epoch, self.wait = self._tracker.best, epoch, 0
+            if self.restore_best:
+                self._best_state = self.model.state_dict()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+
+
+class LRScheduler(Callback):
+    """Step a learning-rate scheduler at the end of every epoch. ``ReduceLROnPlateau``
+    is given the monitored value (``monitor``; default "val_loss" when validating, else "loss")."""
+
+    def __init__(self, scheduler, monitor=None):
+        self.scheduler, self.monitor = scheduler, monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        from backprop.optim.lr_scheduler import ReduceLROnPlateau
+
+        if not isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step()
+            return
+        monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
+        if monitor not in logs:
+            raise ValueError(f"LRScheduler: monitor {monitor!r} is not among the logged values {sorted(logs)}")
+        self.scheduler.step(logs[monitor])
+
+
+class ModelCheckpoint(Callback):
+    """Write a checkpoint (``backprop.io.save_checkpoint``: weights, optimizer state,
+    epochs completed, random state) to ``path`` at the end of each epoch, or only when
+    ``monitor`` improved with ``save_best_only``. Each write is atomic: a temporary file
+    then a rename, so a kill never leaves a half-written checkpoint. Resume with
+    ``backprop.io.load_checkpoint`` and ``fit(..., initial_epoch=checkpoint["epoch"])``."""
+
+    def __init__(self, path, monitor=None, save_best_only=False, mode="auto"):
+        self.path, self.monitor, self.save_best_only, self.mode = path, monitor, save_best_only, mode
+        _Monitor("ModelCheckpoint", monitor, mode, 0.0)
+
+    def on_train_begin(self, logs=None):
+        self._tracker = _Monitor("ModelCheckpoint", self.monitor, self.mode, 0.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.save_best_only or self._tracker.improved(logs):
+            save_checkpoint(self.path, self.model, self.optimizer, epoch + 1)
+
+
+# -- fit and evaluate -----------------------------------------------------------------------
+def fit(
+    model,
+    loss_fn,
+    optimizer,
+    train,
+    epochs,
+    val=None,
+    batch_size=32,
+    shuffle=True,
+    metrics=("accuracy",),
+    callbacks=(),
+    progress=True,
+    sampler=None,
+    initial_epoch=0,
+):
+    """Train ``model`` by minimizing ``loss_fn`` with ``optimizer``; return a ``History``.
+
+    ``train`` and ``val`` are an ``(X, y)`` pair of arrays or Tensors (floating arrays
+    are cast to the model's dtype), a ``Dataset`` or a ``DataLoader`` (whose own batch
+    size and order are used). ``batch_size`` is an int, or "full" / None for the whole
+    set in one batch (full-batch descent); 1 gives stochastic descent. ``shuffle``
+    reorders the examples each epoch. ``sampler`` is a ``Sampler``, or "misclassified"
+    for ``MisclassifiedSampler`` (each epoch steps only on the examples the model gets
+    wrong; training stops once there are none). ``metrics`` names values to report
+    besides the loss ("accuracy", "mae"; see ``backprop.metrics``). Epochs are numbered
+    from ``initial_epoch`` to ``epochs - 1``: to resume a checkpoint written after k
+    epochs, pass ``initial_epoch=k``. A progress bar (tqdm) shows the epoch, the batch,
+    the loss and metrics when ``progress`` is true and stderr is a terminal. The model
+    is left in eval mode.
+    """
+    _check_int("epochs", epochs, minimum=1)
+    _check_int("initial_epoch", initial_epoch, minimum=0)
+    if initial_epoch > epochs:
+        raise ValueError(f"fit: initial_epoch must be <= epochs ({epochs}); got {initial_epoch}")
+    callbacks = list(callbacks)
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"fit: callbacks must be Callback instances; got {type(callback).__name__}")
+    metric_names = _check_metrics(metrics)
+    threshold = _threshold(loss_fn)
+    dtype = _dtype(model)
+    train_loader = _loader("train", train, batch_size, shuffle, sampler, model, dtype, threshold)
+    val_loader = None if val is None else _loader("val", val, batch_size, False, None, model, dtype, threshold)
+    _probe(model, loss_fn, train_loader.dataset)
+
+    from tqdm.auto import tqdm
+
+    show = bool(progress) and sys.stderr.isatty()
+    history = History()
+    for callback in callbacks:
+        callback.model, callback.optimizer, callback.history, callback.stop_training = model, optimizer, history, False
+        callback.on_train_begin()
+    epoch_bar = tqdm(total=epochs, initial=initial_epoch, unit="epoch", disable=not show, dynamic_ncols=True)
+    try:
+        for epoch in range(initial_epoch, epochs):
+            epoch_bar.set_description(f"Epoch {epoch + 1}/{epochs}")
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch)
+            model.train()
+            batches = iter(train_loader)
+            if len(batches) == 0:  # MisclassifiedSampler: nothing left to correct
+                history.stopped_epoch = epoch
+                break
+            totals = _Totals(metric_names, threshold)
+            batch_bar = tqdm(batches, total=len(batches), unit="batch", leave=False, disable=not show, dynamic_ncols=True)
+            for batch, (x, y) in enumerate(batch_bar):
+                output = model(x)
+                loss = loss_fn(output, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"fit: the loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
+                        "try a smaller learning rate or standardized features"
+                    )
+                totals.add(value, output.data, y.data)
+                if show:
+                    batch_bar.set_postfix(totals.logs(), refresh=False)
+                for callback in callbacks:
+                    callback.on_batch_end(batch, {"loss": value})
+            batch_bar.close()
+            logs = totals.logs()
+            if val_loader is not None:
+                logs.update({f"val_{k}": v for k, v in _evaluate(model, val_loader, loss_fn, metric_names, threshold).items()})
+            history.append(epoch, logs)
+            epoch_bar.set_postfix({k: round(v, 4) for k, v in logs.items()}, refresh=False)
+            epoch_bar.update()
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs)
+            if any(callback.stop_training for callback in callbacks):
+                history.stopped_epoch = epoch
+                break
+    finally:
+        epoch_bar.close()
+    for callback in callbacks:
+        callback.on_train_end()
+    model.eval()
+    return history
+
+
+def evaluate(model, data, loss_fn=None, metrics=("accuracy",), batch_size=None):
+    """The loss (when ``loss_fn`` is given) and ``metrics`` of ``model`` on ``data``, in
+    eval mode without a graph, as ``{"loss": ..., "accuracy": ...}``. ``data`` is an
+    ``(X, y)`` pair, a ``Dataset`` or a ``DataLoader``; ``batch_size`` None evaluates
+    the whole set at once. For a single output column, accuracy thresholds at 0 with
+    ``BCEWithLogitsLoss`` and at 0.5 otherwise (see ``backprop.metrics``)."""
+    metric_names = _check_metrics(metrics)
+    threshold = _threshold(loss_fn)
+    loader = _loader("data", data, batch_size, False, None, model, _dtype(model), threshold)
+    if len(loader.dataset) == 0:
+        raise ValueError("evaluate: data has no examples")
+    return _evaluate(model, loader, loss_fn, metric_names, threshold)
+
+
+def _evaluate(model, loader, loss_fn, metric_names, threshold):
+    was_training = model.training
+    model.eval()
+    totals = _Totals(metric_names, threshold, with_loss=loss_fn is not None)
+    try:
+        with no_grad():
+            for x, y in loader:
+                output = model(x)
+                totals.add(loss_fn(output, y).item() if loss_fn is not None else None, output.data, y.data)
+    finally:
+        model.train(was_training)
+    return totals.logs()
+
+
+class _Totals:
+    """Running sums of the loss (per example) and of each metric over an epoch."""
+
+    def __init__(self, metric_names, threshold, with_loss=True):
+        self.threshold = threshold
+        self.sums = dict.fromkeys((["loss"] if with_loss else []) + metric_names, 0.0)
+        self.counts = dict.fromkeys(self.sums, 0)
+
+    def add(self, loss, output, target):
+        if loss is not None:
+            self.sums["loss"] += loss * len(output)
+            self.counts["loss"] += len(output)
+        for name in self.sums.keys() - {"loss"}:
+            total, count = METRICS[name](output, target, self.threshold)
+            self.sums[name] += total
+            self.counts[name] += count
+
+    def logs(self):
+        return {name: self.sums[name] / max(self.counts[name], 1) for name in self.sums}
+
+
+# -- checking what the user passed ------------------------------------------------------------
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"fit: {name} must be an int >= {minimum}; got {value!r}")
+
+
+def _check_metrics(metrics):
+    names = [metrics] if isinstance(metrics, str) else list(metrics or ())
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"metrics: unknown metric {name!r}; expected some of {sorted(METRICS)}")
+    return names
+
+
+def _threshold(loss_fn):
+    from backprop.nn import BCEWithLogitsLoss
+
+    return 0.0 if isinstance(loss_fn, BCEWithLogitsLoss) else 0.5
+
+
+def _dtype(model):
+    parameter = next(iter(model.parameters()), None)
+    return parameter.dtype if parameter is not None else xp.float32
+
+
+def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):
+    """A DataLoader for ``data``: an (X, y) pair, a Dataset or a DataLoader."""
+    if isinstance(data, DataLoader):
+        if sampler is not None:
+            raise ValueError(f"fit: sampler cannot be combined with a DataLoader for {name}; give the sampler to the DataLoader")
+        return data
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise ValueError(f"{name} must be an (X, y) pair, a Dataset or a DataLoader; got a sequence of {len(data)}")
+        arrays = [a.data if isinstance(a, Tensor) else xp.asarray(a) for a in data]
+        arrays = [a.astype(dtype) if a.dtype.kind == "f" else a for a in arrays]
+        try:
+            dataset = TensorDataset(*arrays)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}".replace("TensorDataset: ", "")) from None
+    elif isinstance(data, Dataset):
+        dataset = data
+    else:
+        raise TypeError(f"{name} must be an (X, y) pair, a Dataset or a DataLoader; got {type(data).__name__}")
+    if len(dataset) == 0:
+        raise ValueError(f"{name} has no examples")
+    if batch_size == "full":
+        batch_size = None
+    elif batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size <= 0
+    ):
+        raise ValueError(f"fit: batch_size must be a positive int, 'full' or None (whole set); got {batch_size!r}")
+    if sampler == "misclassified":
+        sampler = MisclassifiedSampler(model, dataset, threshold)
+    elif sampler is not None and not isinstance(sampler, Sampler):
+        raise ValueError(f"fit: sampler must be a Sampler or 'misclassified'; got {sampler!r}")
+    return DataLoader(dataset, batch_size, shuffle=shuffle and sampler is None, sampler=sampler)
+
+
+def _probe(model, loss_fn, dataset):
+    """Run one example through the model and the loss, so that a shape mismatch fails
+    here in one sentence rather than deep inside the first step."""
+    x, y = (Tensor(_as_array(field)[None]) for field in dataset[0][:2])
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            try:
+                output = model(x)
+            except (ValueError, TypeError, IndexError) as error:
+                raise ValueError(f"fit: the model cannot take features of shape {x.shape[1:]} per example ({error})") from None
+            try:
+                loss_fn(output, y)
+            except (ValueError, TypeError, IndexError) as error:
+                raise ValueError(
+                    f"fit: loss_fn cannot compare the model's output of shape {output.shape[1:]} per example "
+                    f"with targets of shape {y.shape[1:]} ({error})"
+                ) from None
+    finally:
+        model.train(was_training)
