@@ -1,6 +1,6 @@
 """backprop: neural networks trained by backpropagation on NumPy arrays, showing their work."""
 
-from backprop import nn
+from backprop import nn, optim
 from backprop.gradcheck import GradcheckError, gradcheck
 from backprop.ops import concatenate, stack, where
 from backprop.random import get_rng_state, manual_seed, set_rng_state

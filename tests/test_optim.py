@@ -62,9 +62,219 @@ CONFIGS = [
     ("Adam", dict(lr=0.05, weight_decay=0.1)),
     ("Adam", dict(lr=0.05, amsgrad=True)),
     ("Adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True)),
+    ("AdamW", dict()),
+    ("AdamW", dict(lr=0.05, weight_decay=0.1)),
+    ("AdamW", dict(lr=0.05, betas=(0.8, 0.99), weight_decay=0.1, amsgrad=True)),
+    ("RMSprop", dict()),
+    ("RMSprop", dict(lr=0.01, alpha=0.9, eps=1e-6)),
+    ("RMSprop", dict(lr=0.01, momentum=0.9)),
+    ("RMSprop", dict(lr=0.01, centered=True)),
+    ("RMSprop", dict(lr=0.01, weight_decay=0.1)),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
+    ("Adagrad", dict(lr=0.1)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.05)),
+    ("Adagrad", dict(lr=0.1, weight_decay=0.1)),
+    ("Adagrad", dict(lr=0.1, initial_accumulator_value=0.5, eps=1e-6)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.05, initial_accumulator_value=0.1)),
 ]
+RULES = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+RICH = {  # one configuration per rule that fills every kind of state
+    "SGD": dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "Adam": dict(lr=0.05, amsgrad=True, weight_decay=0.01),
+    "AdamW": dict(lr=0.05, amsgrad=True),
+    "RMSprop": dict(lr=0.01, momentum=0.5, centered=True),
+    "Adagrad": dict(lr=0.1, lr_decay=0.01),
+}
 
 
 @pytest.mark.parametrize("rule, config", CONFIGS, ids=[f"{r}-{c}" for r, c in CONFIGS])
 def test_optimizer_matches_torch_over_25_steps(rule, config):
     assert_matches_torch(rule, config)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_param_groups_with_different_lr_match_torch(rule):
+    torch = pytest.importorskip("torch")
+    w, b = backprop.Tensor(W0, requires_grad=True), backprop.Tensor(B0, requires_grad=True)
+    tw, tb = torch.tensor(W0, requires_grad=True), torch.tensor(B0, requires_grad=True)
+    groups = lambda first, second: [{"params": [first]}, {"params": [second], "lr": 0.003}]
+    optimizer = getattr(optim, rule)(groups(w, b), **RICH[rule])
+    reference = getattr(torch.optim, rule)(groups(tw, tb), **RICH[rule])
+    assert [g["lr"] for g in optimizer.param_groups] == [RICH[rule]["lr"], 0.003]
+    for _ in range(STEPS):
+        train_step([w, b], optimizer, backprop.Tensor(X), backprop.Tensor(Y))
+        train_step([tw, tb], reference, torch.tensor(X), torch.tensor(Y))
+        np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_float32_parameters_and_state_stay_float32(rule):
+    params, optimizer = ours(rule, RICH[rule], dtype=np.float32)
+    x, y = backprop.Tensor(X.astype(np.float32)), backprop.Tensor(Y.astype(np.float32))
+    for _ in range(3):
+        train_step(params, optimizer, x, y)
+    for p in params:
+        assert p.data.dtype == np.float32
+        assert all(v.dtype == np.float32 for v in optimizer.state[p].values() if isinstance(v, np.ndarray))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_step_updates_parameters_in_place_and_leaves_grad_untouched(rule):
+    params, optimizer = ours(rule, RICH[rule])
+    arrays = [p.data for p in params]
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss_of(backprop.Tensor(X), *params, backprop.Tensor(Y)).backward()
+        grads = [p.grad.copy() for p in params]
+        optimizer.step()
+        for p, g in zip(params, grads):
+            np.testing.assert_array_equal(p.grad, g)
+    assert all(p.data is a for p, a in zip(params, arrays))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_state_dict_then_load_state_dict_continues_identically(rule):
+    x, y = backprop.Tensor(X), backprop.Tensor(Y)
+    params, optimizer = ours(rule, RICH[rule])
+    for _ in range(10):
+        train_step(params, optimizer, x, y)
+    saved_params, saved = [p.data.copy() for p in params], optimizer.state_dict()
+    resumed_params, resumed = ours(rule, dict(lr=0.5))  # hyperparameters come from the state_dict
+    for p, data in zip(resumed_params, saved_params):
+        p.data[...] = data
+    resumed.load_state_dict(saved)
+    assert resumed.param_groups[0]["lr"] == RICH[rule]["lr"]
+    for _ in range(15):
+        train_step(params, optimizer, x, y)
+        train_step(resumed_params, resumed, x, y)
+        for p, q in zip(params, resumed_params):
+            np.testing.assert_array_equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_state_dict_holds_only_arrays_numbers_strings_and_lists(rule):
+    params, optimizer = ours(rule, RICH[rule])
+    train_step(params, optimizer, backprop.Tensor(X), backprop.Tensor(Y))
+    saved = optimizer.state_dict()
+
+    def plain(value):
+        if isinstance(value, dict):
+            return all(isinstance(k, (str, int)) and plain(v) for k, v in value.items())
+        if isinstance(value, list):
+            return all(plain(v) for v in value)
+        return value is None or isinstance(value, (np.ndarray, bool, int, float, str))
+
+    assert plain(saved)
+    assert sorted(saved["state"]) == [0, 1]
+    assert saved["param_groups"][0]["params"] == [0, 1]
+    state = next(iter(optimizer.state.values()))
+    arrays = [k for k, v in state.items() if isinstance(v, np.ndarray)]
+    assert arrays and all(saved["state"][0][k] is not state[k] for k in arrays)  # a snapshot
+
+
+def test_load_state_dict_accepts_string_keys_and_array_step_counts():
+    """As from a file: JSON object keys are strings, npz stores numbers as 0-d arrays."""
+    params, optimizer = ours("Adam", dict(lr=0.05))
+    train_step(params, optimizer, backprop.Tensor(X), backprop.Tensor(Y))
+    saved = optimizer.state_dict()
+    saved["state"] = {str(k): {n: np.asarray(v) for n, v in s.items()} for k, s in saved["state"].items()}
+    resumed_params, resumed = ours("Adam", dict(lr=0.05))
+    resumed.load_state_dict(saved)
+    assert resumed.state[resumed_params[0]]["step"] == 1 and type(resumed.state[resumed_params[0]]["step"]) is int
+
+
+def test_load_state_dict_rejects_mismatched_groups_and_shapes():
+    params, optimizer = ours("Adam", dict())
+    train_step(params, optimizer, backprop.Tensor(X), backprop.Tensor(Y))
+    saved = optimizer.state_dict()
+    with pytest.raises(ValueError, match="parameter groups"):
+        optim.Adam([{"params": [params[0]]}, {"params": [params[1]]}]).load_state_dict(saved)
+    with pytest.raises(ValueError, match="2 parameters"):
+        optim.Adam([params[0]]).load_state_dict(saved)
+    swapped = optim.Adam([params[1], params[0]])
+    with pytest.raises(ValueError, match="shape"):
+        swapped.load_state_dict(saved)
+
+
+def test_parameters_without_grad_are_skipped_and_get_no_state():
+    w, frozen = backprop.Tensor(W0, requires_grad=True), backprop.Tensor(B0, requires_grad=True)
+    optimizer = optim.Adam([w, frozen], lr=0.1)
+    (w * w).sum().backward()
+    optimizer.step()
+    np.testing.assert_array_equal(frozen.data, B0)
+    assert frozen not in optimizer.state and w in optimizer.state
+
+
+def test_step_calls_the_closure_and_returns_its_loss():
+    params, optimizer = ours("SGD", dict(lr=0.1))
+
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_of(backprop.Tensor(X), *params, backprop.Tensor(Y))
+        loss.backward()
+        return loss
+
+    first = optimizer.step(closure).item()
+    assert optimizer.step(closure).item() < first
+
+
+def test_zero_grad_sets_grads_to_none_or_to_zeros():
+    params, optimizer = ours("SGD", dict())
+    loss_of(backprop.Tensor(X), *params, backprop.Tensor(Y)).backward()
+    grad = params[0].grad
+    optimizer.zero_grad(set_to_none=False)
+    assert params[0].grad is grad and not grad.any()
+    optimizer.zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+def test_add_param_group_fills_defaults_and_refuses_duplicates():
+    w, b = backprop.Tensor(W0, requires_grad=True), backprop.Tensor(B0, requires_grad=True)
+    optimizer = optim.SGD([w], lr=0.1, momentum=0.9)
+    optimizer.add_param_group({"params": b, "lr": 0.01})
+    assert optimizer.param_groups[1]["params"] == [b]
+    assert optimizer.param_groups[1]["lr"] == 0.01 and optimizer.param_groups[1]["momentum"] == 0.9
+    with pytest.raises(ValueError, match="more than once"):
+        optimizer.add_param_group({"params": [w]})
+    assert "Parameter Group 1" in repr(optimizer)
+
+
+@pytest.mark.parametrize("params, error, message", [
+    ([], ValueError, "empty parameter list"),
+    (backprop.Tensor([1.0], requires_grad=True), TypeError, "iterable of Tensors"),
+    ({backprop.Tensor([1.0], requires_grad=True)}, TypeError, "use a list"),
+    ([np.zeros(3)], TypeError, "ndarray"),
+    ([backprop.Tensor([1.0], requires_grad=True) * 2], ValueError, "non-leaf"),
+])
+def test_bad_params_are_refused(params, error, message):
+    with pytest.raises(error, match=message):
+        optim.SGD(params)
+
+
+P = [backprop.Tensor([1.0], requires_grad=True)]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: optim.SGD(P, lr=-1.0), "Invalid learning rate: -1.0"),
+    (lambda: optim.SGD(P, momentum=-0.1), "momentum"),
+    (lambda: optim.SGD(P, weight_decay=-0.1), "weight_decay"),
+    (lambda: optim.SGD(P, nesterov=True), "Nesterov momentum requires a momentum"),
+    (lambda: optim.SGD(P, momentum=0.9, dampening=0.1, nesterov=True), "zero dampening"),
+    (lambda: optim.Adam(P, lr=-0.1), "learning rate"),
+    (lambda: optim.Adam(P, eps=-1.0), "epsilon"),
+    (lambda: optim.Adam(P, betas=(1.0, 0.999)), "beta parameter at index 0"),
+    (lambda: optim.Adam(P, betas=(0.9, -0.1)), "beta parameter at index 1"),
+    (lambda: optim.Adam(P, weight_decay=-1.0), "weight_decay"),
+    (lambda: optim.AdamW(P, betas=(0.9, 1.5)), "beta parameter at index 1"),
+    (lambda: optim.AdamW(P, weight_decay=-1.0), "weight_decay"),
+    (lambda: optim.RMSprop(P, alpha=-0.5), "alpha"),
+    (lambda: optim.RMSprop(P, momentum=-0.5), "momentum"),
+    (lambda: optim.RMSprop(P, eps=-1e-8), "epsilon"),
+    (lambda: optim.Adagrad(P, lr_decay=-1.0), "lr_decay"),
+    (lambda: optim.Adagrad(P, initial_accumulator_value=-1.0), "initial_accumulator_value"),
+    (lambda: optim.Adagrad(P, eps=-1.0), "epsilon"),
+])
+def test_bad_hyperparameters_are_named_in_the_error(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -19,6 +19,11 @@ from collections import defaultdict
 from backprop.backend import xp
 from backprop.tensor import Tensor
 
+_UNORDERED = (
+    "optimizer parameters need to be organized in ordered collections, but the "
+    "ordering of tensors in sets will change between runs; use a list instead"
+)
+
 
 class Optimizer:
     """Base class: ``Optimizer(params, defaults)``.
@@ -33,6 +38,8 @@ class Optimizer:
                 "params argument given to the optimizer should be an iterable of Tensors "
                 "or dicts, but got a Tensor"
             )
+        if isinstance(params, set):
+            raise TypeError(_UNORDERED)
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)
         self.param_groups = []
@@ -58,10 +65,7 @@ class Optimizer:
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         params = param_group["params"]
         if isinstance(params, set):
-            raise TypeError(
-                "optimizer parameters need to be organized in ordered collections, but the "
-                "ordering of tensors in sets will change between runs; use a list instead"
-            )
+            raise TypeError(_UNORDERED)
         params = [params] if isinstance(params, Tensor) else list(params)
         for p in params:
             if not isinstance(p, Tensor):

@@ -1,0 +1,78 @@
+"""RMSprop: divide the gradient by a running root mean square of its recent values (Hinton)."""
+
+from backprop.backend import xp
+from backprop.optim.optimizer import Optimizer
+
+
+class RMSprop(Optimizer):
+    r"""``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False)``
+
+    With learning rate γ, smoothing constant α, weight decay λ and momentum μ, each
+    step does, for every parameter θ with a gradient g (as ``torch.optim.RMSprop``)::
+
+        if λ ≠ 0:  g ← g + λ θ
+        v ← α v + (1 − α) g²                      mean square (v₀ = 0)
+        if centered:
+            ḡ ← α ḡ + (1 − α) g                   mean (ḡ₀ = 0)
+            d ← √(v − ḡ²) + ε
+        else:
+            d ← √v + ε
+        if μ > 0:
+            b ← μ b + g / d                       (b₀ = 0)
+            θ ← θ − γ b
+        else:
+            θ ← θ − γ g / d
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if eps < 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if alpha < 0.0:
+            raise ValueError(f"Invalid alpha value: {alpha}")
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered)
+        super().__init__(params, defaults)
+
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            lr, alpha, eps, lam, mu = group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["square_avg"] = xp.zeros_like(p.data)
+                    if mu > 0:
+                        state["momentum_buffer"] = xp.zeros_like(p.data)
+                    if group["centered"]:
+                        state["grad_avg"] = xp.zeros_like(p.data)
+                state["step"] += 1
+                v, work, g = state["square_avg"], self._scratch(p), p.grad
+                if lam != 0:
+                    g = xp.add(g, xp.multiply(p.data, lam, out=work), out=self._scratch(p, 1))
+                v *= alpha
+                v += xp.multiply(xp.square(g, out=work), 1 - alpha, out=work)
+                if group["centered"]:
+                    mean = state["grad_avg"]
+                    mean *= alpha
+                    mean += xp.multiply(g, 1 - alpha, out=work)
+                    d = xp.subtract(v, xp.square(mean, out=work), out=work)
+                    d = xp.sqrt(d, out=work)
+                else:
+                    d = xp.sqrt(v, out=work)
+                d += eps
+                if mu > 0:
+                    b = state["momentum_buffer"]
+                    b *= mu
+                    b += xp.divide(g, d, out=work)
+                    p.data -= xp.multiply(b, lr, out=work)
+                else:
+                    p.data -= xp.multiply(xp.divide(g, d, out=work), lr, out=work)
+        return loss
