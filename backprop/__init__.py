@@ -1,10 +1,12 @@
 """backprop: neural networks trained by backpropagation on NumPy arrays, showing their work."""
 
-from backprop import nn, optim
+from backprop import data, nn, optim
 from backprop.gradcheck import GradcheckError, gradcheck
+from backprop.io import load, save
 from backprop.ops import concatenate, stack, where
 from backprop.random import get_rng_state, manual_seed, set_rng_state
 from backprop.tensor import Tensor, is_grad_enabled, no_grad, tensor
+from backprop.training import History, evaluate, fit
 
 __version__ = "0.1.0"
 
@@ -21,4 +23,9 @@ __all__ = [
     "concatenate",
     "stack",
     "where",
+    "fit",
+    "evaluate",
+    "History",
+    "save",
+    "load",
 ]
