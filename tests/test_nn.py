@@ -79,6 +79,8 @@ def test_layer_matches_torch(make, batch, seed):
 def test_flatten_matches_torch_on_four_dimensions():
     assert_module_matches_torch(nn.Flatten(), randn(2, 3, 2, 2))
     assert_module_matches_torch(nn.Flatten(1, 2), randn(2, 3, 2, 2))
+    with pytest.raises(ValueError, match=r"Flatten: start_dim=1 and end_dim=-1 do not fit an input of shape \(3,\)"):
+        nn.Flatten()(Tensor(np.ones(3)))
 
 
 def test_sequential_mlp_matches_torch():
@@ -246,6 +248,8 @@ def test_zero_grad_sets_gradients_to_none():
     model = TwoLayer()
     model(Tensor(np.ones((2, 3), np.float32))).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+    model.zero_grad(set_to_none=False)
+    assert all((p.grad == 0).all() for p in model.parameters())
     model.zero_grad()
     assert all(p.grad is None for p in model.parameters())
 

@@ -121,7 +121,12 @@ class Flatten(Module):
 
     def forward(self, input):
         shape = input.shape
-        start, end = self.start_dim % len(shape), self.end_dim % len(shape)
+        start, end = (d + len(shape) if d < 0 else d for d in (self.start_dim, self.end_dim))
+        if not 0 <= start <= end < len(shape):
+            raise ValueError(
+                f"Flatten: start_dim={self.start_dim} and end_dim={self.end_dim} do not fit an input "
+                f"of shape {shape}"
+            )
         return ops.reshape(input, shape[:start] + (-1,) + shape[end + 1 :])
 
     def _args(self):
