@@ -77,10 +77,15 @@ def load(path):
         return tree
     from backprop import nn
 
+    if not isinstance(tree, dict) or not all(isinstance(a, xp.ndarray) for a in tree.values()):
+        raise ValueError(f"{path}: the file is corrupt (a model's weights must be a dict of arrays)")
     try:
         model = nn.from_config(header["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: the model architecture in this file cannot be rebuilt ({error})") from None
+    float_dtypes = {array.dtype for array in tree.values() if array.dtype.kind == "f"}
+    if len(float_dtypes) == 1:  # a float64 model comes back float64
+        model.to(float_dtypes.pop())
     model.load_state_dict(tree)
     model.metadata = header.get("metadata", {})
     return model
