@@ -1,0 +1,129 @@
+"""``backprop explain``: backpropagation worked by hand, read off the engine.
+
+With no options it works the textbook example (2 inputs, Linear + sigmoid, Linear +
+softmax, cross-entropy, lr 0.02); the options change the network and the example, or
+trace one example through a model saved by ``backprop train`` (``--model``).
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import click
+
+from backprop.cli import LayerSizes, _load_model, _model_data
+
+_WORKED_OPTIONS = ("layers", "activation", "output", "loss", "seed", "x", "y")
+_GRAPH_FORMATS = ("svg", "png", "pdf", "dot")
+
+
+def _numbers(ctx, param, value):
+    """'0.5,-1' -> [0.5, -1.0]."""
+    if value is None:
+        return None
+    try:
+        return [float(part) for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, such as 0.5,-1; got {value!r}", ctx, param) from None
+
+
+@click.command("explain")
+@click.option("--layers", type=LayerSizes(), default="2,2,2", show_default=True, help="Layer sizes from input to output.")
+@click.option("--activation", type=click.Choice(["sigmoid", "tanh", "relu"]), default="sigmoid", show_default=True, help="Hidden layers' activation.")
+@click.option("--output", type=click.Choice(["softmax", "sigmoid", "identity"]), default="softmax", show_default=True, help="Output layer's activation.")
+@click.option("--loss", type=click.Choice(["ce", "bce", "mse"]), default="ce", show_default=True, help="ce: -sum y log a; bce: binary cross-entropy; mse: sum (y - a)^2.")
+@click.option("--lr", type=float, default=0.02, show_default=True, help="Learning rate of the update W := W - lr dW.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Draws the parameters (and x when not given).")
+@click.option("--x", "x", callback=_numbers, help="The input, comma-separated (default: drawn with the seed).")
+@click.option("--y", "y", callback=_numbers, help="The target, comma-separated (default: the first class, one-hot).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex", "json"]), default="text", show_default=True)
+@click.option("--model", type=click.Path(dir_okay=False), help="Trace one example through this model (saved by 'backprop train').")
+@click.option("--data", help="With --model: the dataset the example comes from (built-in name or file).")
+@click.option("--target", default=None, help="With --model: the CSV column holding the target.")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="With --model: which example of --data.")
+@click.option("--full", is_flag=True, help="Print large matrices in full instead of their corners, norm and shape.")
+@click.option("--graph", type=click.Path(dir_okay=False), help="Also write the computation graph: out.svg, out.png, out.pdf (with Graphviz's dot) or out.dot.")
+def explain_command(layers, activation, output, loss, lr, seed, x, y, fmt, model, data, target, index, full, graph):
+    """Work backpropagation through by hand: forward values, the loss, each stage of the
+    chain rule with numbers (checked by finite differences), and the update.
+
+    \b
+    backprop explain                                    # the textbook 2-2-2 example
+    backprop explain --layers 3,4,2 --activation relu --output sigmoid --loss bce
+    backprop explain --x 0.5,-1 --y 0,1 --format latex > page.tex
+    backprop explain --model model.npz --data digits --index 7
+    """
+    from backprop import explain
+
+    ctx = click.get_current_context()
+    if graph is not None and Path(graph).suffix.lower().lstrip(".") not in _GRAPH_FORMATS:
+        raise ValueError(f"--graph must name a .svg, .png, .pdf or .dot file; got {graph!r}")
+    if model is None:
+        if data is not None or target is not None or _given(ctx, "index"):
+            raise ValueError("--data, --target and --index choose an example for --model; give --model too")
+        trace = explain.worked_example(layers, activation, output, loss, lr, seed, x, y)
+    else:
+        given = [f"--{name}" for name in _WORKED_OPTIONS if _given(ctx, name)]
+        if given:
+            raise ValueError(f"{', '.join(given)} describe the worked example; with --model the network and example come from the model and --data")
+        if data is None:
+            raise ValueError("--model needs --data, the dataset to take example --index from")
+        trace = _model_trace(model, data, target, index, lr)
+
+    page = {
+        "text": lambda: trace.to_text(full),
+        "markdown": lambda: trace.to_markdown(full),
+        "latex": lambda: trace.to_latex(full),
+        "json": lambda: trace.to_json() + "\n",
+    }[fmt]()
+    click.echo(page, nl=False)
+    if graph is not None:
+        _write_graph(trace.to_dot(), Path(graph))
+
+
+def _given(ctx, name):
+    return ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+
+
+def _model_trace(path, data_name, target, index, lr):
+    """The trace of example ``index`` of the data, standardized as in training, through the model."""
+    from backprop import explain, nn
+
+    model, meta = _load_model(path)
+    data, X, labels = _model_data(meta, data_name, target)
+    if index >= len(X):
+        raise ValueError(f"--index must be below {len(X)}, the number of examples in {data.source}; got {index}")
+    loss_fn = {"ce": nn.CrossEntropyLoss, "bce": nn.BCEWithLogitsLoss, "mse": nn.MSELoss}[meta["loss"]]()
+    label = labels[index]
+    y = int(label) if meta["loss"] == "ce" else [float(label)]
+    trace = explain.trace(model, loss_fn, X[index], y, lr)
+    if meta["task"] == "classification":
+        shown = f"label {meta['label_names'][int(label)]!r}"
+    else:
+        shown = f"target {float(label) * meta['target_std'] + meta['target_mean']:.6g} (standardized {float(label):.4g})"
+    trace.note = f"Model {path}, example {index} of {data.source} ({shown}), standardized as in training."
+    return trace
+
+
+def _write_graph(dot_text, path):
+    """Write the DOT text, rendered by Graphviz's ``dot`` unless the file is .dot; without
+    ``dot`` installed, write the .dot file beside it and say how to render it."""
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt == "dot":
+        path.write_text(dot_text)
+        click.echo(f"graph written to {path}", err=True)
+        return
+    program = shutil.which("dot")
+    if program is None:
+        dot_path = path.with_suffix(".dot")
+        dot_path.write_text(dot_text)
+        click.echo(
+            f"Graphviz's dot program is not installed, so the graph was written as {dot_path}; "
+            f"render it with: dot -T{fmt} {dot_path} -o {path}",
+            err=True,
+        )
+        return
+    result = subprocess.run([program, f"-T{fmt}", "-o", str(path)], input=dot_text, text=True, capture_output=True)
+    if result.returncode != 0:
+        raise ValueError(f"dot could not render {path}: {' '.join(result.stderr.split())}")
+    click.echo(f"graph written to {path}", err=True)
