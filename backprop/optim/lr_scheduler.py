@@ -25,7 +25,9 @@ class LRScheduler:
             if last_epoch == -1:
                 group.setdefault("initial_lr", group["lr"])
             elif "initial_lr" not in group:
-                raise KeyError(f"param_groups[{i}] has no 'initial_lr' to resume from (last_epoch={last_epoch})")
+                raise KeyError(
+                    f"param_groups[{i}] has no 'initial_lr' to resume from (last_epoch={last_epoch})"
+                )
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
         self.step()
@@ -97,9 +99,10 @@ class ExponentialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
-    """``CosineAnnealingLR(optimizer, T_max, eta_min=0)``: η_t = η_min + (η₀ − η_min)(1 + cos(π t / T_max)) / 2.
+    """``CosineAnnealingLR(optimizer, T_max, eta_min=0)``.
 
-    Past ``T_max`` the rate rises again along the same cosine, as PyTorch's does.
+    η_t = η_min + (η₀ − η_min) · (1 + cos(π t / T_max)) / 2. Past ``T_max`` the rate
+    rises again along the same cosine, as PyTorch's does.
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
@@ -157,7 +160,9 @@ class ReduceLROnPlateau(LRScheduler):
             raise ValueError(f"factor must be < 1.0; got {factor}")
         groups = optimizer.param_groups
         if isinstance(min_lr, (list, tuple)) and len(min_lr) != len(groups):
-            raise ValueError(f"min_lr must have one value per parameter group ({len(groups)}); got {len(min_lr)}")
+            raise ValueError(
+                f"min_lr must have one value per parameter group ({len(groups)}); got {len(min_lr)}"
+            )
         self.optimizer = optimizer
         self.min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * len(groups)
         self.mode, self.factor, self.patience, self.threshold = mode, factor, patience, threshold

@@ -69,7 +69,9 @@ class Optimizer:
         params = [params] if isinstance(params, Tensor) else list(params)
         for p in params:
             if not isinstance(p, Tensor):
-                raise TypeError(f"optimizer can only optimize Tensors, but one of the params is {type(p).__name__}")
+                raise TypeError(
+                    f"optimizer can only optimize Tensors, but one of the params is {type(p).__name__}"
+                )
             if not p.is_leaf:
                 raise ValueError("can't optimize a non-leaf Tensor")
         seen = {id(p) for group in self.param_groups for p in group["params"]}
@@ -93,12 +95,9 @@ class Optimizer:
 
     def _scratch(self, p, i=0):
         """The i-th work array of parameter ``p`` (same shape and dtype), allocated once."""
-        arrays = self._work.setdefault(p, [])
-        while len(arrays) <= i:
-            arrays.append(None)
-        work = arrays[i]
+        work = self._work.get((p, i))
         if work is None or work.shape != p.data.shape or work.dtype != p.data.dtype:
-            work = arrays[i] = xp.empty_like(p.data)
+            work = self._work[p, i] = xp.empty_like(p.data)
         return work
 
     def state_dict(self):

@@ -35,13 +35,15 @@ class RMSprop(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if alpha < 0.0:
             raise ValueError(f"Invalid alpha value: {alpha}")
-        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered)
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                        momentum=momentum, centered=centered)
         super().__init__(params, defaults)
 
     def step(self, closure=None):
         loss = None if closure is None else closure()
         for group in self.param_groups:
-            lr, alpha, eps, lam, mu = group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"]
+            lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
+            lam, mu = group["weight_decay"], group["momentum"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
