@@ -30,7 +30,7 @@ def target_classes(target, output):
     if output.ndim == 2 and output.shape[1] > 1 and target.ndim == 2:
         return target.argmax(axis=1)
     classes = target.reshape(len(target))
-    if not (output.ndim == 2 and output.shape[1] > 1) and not xp.isin(classes, (0, 1)).all():
+    if not (output.ndim == 2 and output.shape[1] > 1) and not ((classes == 0) | (classes == 1)).all():
         raise ValueError(
             "accuracy: a single output column needs targets 0 or 1; got other values "
             "(for regression use metrics=('mae',))"

@@ -222,17 +222,13 @@ def fit(
     val_loader = None if val is None else _loader("val", val, batch_size, False, None, model, dtype, threshold)
     _probe(model, loss_fn, train_loader.dataset)
 
-    from tqdm.auto import tqdm
-
-    show = bool(progress) and sys.stderr.isatty()
+    progress = _Progress(progress, initial_epoch, epochs)
     history = History()
     for callback in callbacks:
         callback.model, callback.optimizer, callback.history, callback.stop_training = model, optimizer, history, False
         callback.on_train_begin()
-    epoch_bar = tqdm(total=epochs, initial=initial_epoch, unit="epoch", disable=not show, dynamic_ncols=True)
     try:
         for epoch in range(initial_epoch, epochs):
-            epoch_bar.set_description(f"Epoch {epoch + 1}/{epochs}")
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)
             model.train()
@@ -241,8 +237,7 @@ def fit(
                 history.stopped_epoch = epoch
                 break
             totals = _Totals(metric_names, threshold)
-            batch_bar = tqdm(batches, total=len(batches), unit="batch", leave=False, disable=not show, dynamic_ncols=True)
-            for batch, (x, y) in enumerate(batch_bar):
+            for batch, (x, y) in enumerate(progress.batches(epoch, batches)):
                 output = model(x)
                 loss = loss_fn(output, y)
                 optimizer.zero_grad()
@@ -255,24 +250,21 @@ def fit(
                         "try a smaller learning rate or standardized features"
                     )
                 totals.add(value, output.data, y.data)
-                if show:
-                    batch_bar.set_postfix(totals.logs(), refresh=False)
+                progress.batch_done(totals)
                 for callback in callbacks:
                     callback.on_batch_end(batch, {"loss": value})
-            batch_bar.close()
             logs = totals.logs()
             if val_loader is not None:
                 logs.update({f"val_{k}": v for k, v in _evaluate(model, val_loader, loss_fn, metric_names, threshold).items()})
             history.append(epoch, logs)
-            epoch_bar.set_postfix({k: round(v, 4) for k, v in logs.items()}, refresh=False)
-            epoch_bar.update()
+            progress.epoch_done(logs)
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
             if any(callback.stop_training for callback in callbacks):
                 history.stopped_epoch = epoch
                 break
     finally:
-        epoch_bar.close()
+        progress.close()
     for callback in callbacks:
         callback.on_train_end()
     model.eval()
@@ -305,6 +297,44 @@ def _evaluate(model, loader, loss_fn, metric_names, threshold):
     finally:
         model.train(was_training)
     return totals.logs()
+
+
+class _Progress:
+    """Two tqdm bars on stderr, epochs above batches, with the running loss and metrics;
+    nothing at all (not even tqdm's bookkeeping) when hidden."""
+
+    def __init__(self, show, initial_epoch, epochs):
+        self.show = bool(show) and sys.stderr.isatty()
+        self.epochs = epochs
+        self.batch_bar = None
+        if self.show:
+            from tqdm import tqdm
+
+            self._tqdm = tqdm
+            self.epoch_bar = tqdm(total=epochs, initial=initial_epoch, unit="epoch", dynamic_ncols=True)
+
+    def batches(self, epoch, batches):
+        if not self.show:
+            return batches
+        self.epoch_bar.set_description(f"Epoch {epoch + 1}/{self.epochs}")
+        self.batch_bar = self._tqdm(batches, total=len(batches), unit="batch", leave=False, dynamic_ncols=True)
+        return self.batch_bar
+
+    def batch_done(self, totals):
+        if self.show:
+            self.batch_bar.set_postfix(totals.logs(), refresh=False)
+
+    def epoch_done(self, logs):
+        if self.show:
+            self.batch_bar.close()
+            self.epoch_bar.set_postfix({k: round(v, 4) for k, v in logs.items()}, refresh=False)
+            self.epoch_bar.update()
+
+    def close(self):
+        if self.show:
+            if self.batch_bar is not None:
+                self.batch_bar.close()
+            self.epoch_bar.close()
 
 
 class _Totals:
