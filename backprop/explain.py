@@ -146,12 +146,8 @@ class Trace:
     def to_dict(self):
         """The JSON object: lr, x, y, parameters, forward, loss_value, backward, numerical, updated."""
 
-        def section(name, keys=None):
-            return {
-                s.key: _as_list(s.value)
-                for s in self.stages
-                if s.section == name and (keys is None or s.key in keys)
-            }
+        def section(name):
+            return {s.key: _as_list(s.value) for s in self.stages if s.section == name}
 
         depth = len(self.sizes) - 1
         return {
@@ -469,20 +465,27 @@ def _description(trace):
     layers = ", ".join(f"Linear + {name}" for name in trace.activations)
     return (
         f"One example through a {shape} network ({layers}), "
-        f"{_LOSS_NAMES[trace.loss]} loss {_LOSS_FORMULAS[trace.loss].format(L=depth)}, learning rate {trace.lr:g}."
+        f"{_LOSS_NAMES[trace.loss]} loss `{_LOSS_FORMULAS[trace.loss].format(L=depth)}`, learning rate {trace.lr:g}."
     )
 
 
+_NOTATION = (
+    "Notation: vectors are columns, `W[l]` has shape `(n_l, n_{l-1})`, `a[0] = x`, `u * v` is the "
+    "elementwise product, `u^T` the transpose, `z[l] = W[l] a[l-1] + b[l]` and `a[l] = g(z[l])`."
+)
+
+
 def _render(trace, page):
+    """Walk the stages once, handing each to the page. Prose marks formulas with `backticks`."""
     titles = {
         "input": "Input and target",
         "parameters": "Parameters",
         "forward": "Forward pass",
         "loss": "Loss",
-        "backward": "Backward pass (the engine's gradients; numerical = central finite differences of L)",
-        "updated": f"Update: W := W - lr dW, b := b - lr db  (lr = {trace.lr:g})",
+        "backward": "Backward pass (the engine's gradients; numerical = central finite differences of `L`)",
+        "updated": f"Update: `W := W - lr dW`, `b := b - lr db` (lr = {trace.lr:g})",
     }
-    page.title("Backpropagation, worked", _description(trace) + (" " + trace.note if trace.note else ""))
+    page.title("Backpropagation, worked", _description(trace) + (" " + trace.note if trace.note else ""), _NOTATION)
     current, row = None, []
     for stage in trace.stages:
         if stage.section != current:
@@ -558,14 +561,11 @@ class _TextPage:
     def __init__(self, full):
         self.full, self.lines = full, []
 
-    def title(self, title, description):
-        self.lines += [title, "=" * len(title), *_wrap(description, 88), ""]
-        self.lines += [
-            "Notation: vectors are columns, W[l] has shape (n_l, n_{l-1}), a[0] = x, * is the",
-            "elementwise product, ^T the transpose, and z[l] = W[l] a[l-1] + b[l], a[l] = g(z[l]).",
-        ]
+    def title(self, title, description, notation):
+        self.lines += [title, "=" * len(title), *_wrap(_plain(description)), "", *_wrap(_plain(notation))]
 
     def heading(self, text):
+        text = _plain(text)
         self.lines += ["", text, "-" * len(text)]
 
     def _matrix(self, value, minimum=None):
@@ -605,7 +605,7 @@ class _TextPage:
             self.lines.append((prefix + "     ".join(cells)).rstrip())
 
     def footer(self, text):
-        self.lines += ["", *_wrap(text, 88)]
+        self.lines += ["", *_wrap(text)]
 
     def finish(self):
         return "\n".join(self.lines) + "\n"
@@ -615,8 +615,12 @@ def _labelled(label, block):
     return [label + block[0]] + [" " * len(label) + line for line in block[1:]]
 
 
-def _wrap(text, width):
-    return textwrap.wrap(text, width)
+def _wrap(text):
+    return textwrap.wrap(text, 88, break_on_hyphens=False)
+
+
+def _plain(prose):
+    return prose.replace("`", "")
 
 
 def _tex(formula):
@@ -626,7 +630,7 @@ def _tex(formula):
     tex = re.sub(r"(\w+)\[([\w+-]+)\]\^T", r"\1^{[\2]\\top}", tex)
     tex = re.sub(r"(\w+)\[([\w+-]+)\]\^2", r"(\1^{[\2]})^2", tex)
     tex = re.sub(r"(\w+)\[([\w+-]+)\]", r"\1^{[\2]}", tex)
-    tex = tex.replace("x^T", "x^{\\top}").replace(" * ", " \\odot ")
+    tex = tex.replace("^T", "^{\\top}").replace(" * ", " \\odot ")
     tex = re.sub(r"sum \[(.*)\]$", r"sum \\left[\1\\right]", tex)
     for word, command in [
         ("sigma", "\\sigma"),
@@ -667,15 +671,15 @@ class _MarkdownPage:
     def __init__(self, full):
         self.full, self.lines = full, []
 
-    def title(self, title, description):
-        self.lines += [f"# {title}", "", description, ""]
-        self.lines += [
-            "Vectors are columns; $W^{[l]}$ has shape $(n_l, n_{l-1})$; $a^{[0]} = x$; $\\odot$ is the "
-            "elementwise product.",
-        ]
+    def title(self, title, description, notation):
+        self.lines += [f"# {title}", "", self.prose(description), "", self.prose(notation)]
 
     def heading(self, text):
-        self.lines += ["", f"## {text}", ""]
+        self.lines += ["", f"## {self.prose(text)}", ""]
+
+    def prose(self, text):
+        """Sentences with each `formula` set as inline math."""
+        return re.sub(r"`([^`]*)`", lambda m: f"${_tex(m.group(1))}$", text)
 
     def _display(self, math):
         self.lines += [f"{self.display[0]}{math}{self.display[1]}", ""]
@@ -696,7 +700,7 @@ class _MarkdownPage:
             self.lines += [f"max {self.bar}diff{self.bar} = {stage.difference:.1e} {mark}", ""]
 
     def footer(self, text):
-        self.lines += [text]
+        self.lines += [self.prose(text)]
 
     def finish(self):
         return "\n".join(self.lines).rstrip() + "\n"
@@ -709,7 +713,7 @@ class _LatexPage(_MarkdownPage):
     check = "\\checkmark"
     bar = "$|$"
 
-    def title(self, title, description):
+    def title(self, title, description, notation):
         self.lines += [
             "\\documentclass{article}",
             "\\usepackage[margin=2cm,landscape]{geometry}",
@@ -717,25 +721,28 @@ class _LatexPage(_MarkdownPage):
             "\\setcounter{MaxMatrixCols}{20}",
             "\\begin{document}",
             f"\\section*{{{title}}}",
-            _latex_text(description),
+            self.prose(description),
             "",
-            "Vectors are columns; $W^{[l]}$ has shape $(n_l, n_{l-1})$; $a^{[0]} = x$; $\\odot$ is the elementwise product.",
+            self.prose(notation),
         ]
 
     def heading(self, text):
-        self.lines += ["", f"\\subsection*{{{_latex_text(text)}}}", ""]
+        self.lines += ["", f"\\subsection*{{{self.prose(text)}}}", ""]
 
-    def footer(self, text):
-        self.lines += [_latex_text(text)]
+    def prose(self, text):
+        """Text-mode sentences (special characters escaped) with each `formula` as inline math."""
+        parts = text.split("`")
+        return "".join(f"${_tex(part)}$" if k % 2 else _latex_escape(part) for k, part in enumerate(parts))
 
     def finish(self):
         return "\n".join(self.lines + ["\\end{document}"]) + "\n"
 
 
-def _latex_text(text):
-    """Plain text for LaTeX's text mode, with formulas such as 'W := W - lr dW' set as math."""
-    text = re.sub(r"[&%#_]", lambda m: "\\" + m.group(), text)
-    return re.sub(r"\b(L = .*?|W := W - lr dW|b := b - lr db)(?=[,.;)])", lambda m: f"${_tex(m.group(1))}$", text)
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"\\": "\\textbackslash{}", "~": "\\textasciitilde{}", "^": "\\^{}"}
+
+
+def _latex_escape(text):
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
 # -- the computation graph as Graphviz DOT --------------------------------------------------
@@ -783,6 +790,8 @@ def to_dot(tensor, names=None):
 
 
 def _dot_array(array):
+    if array.ndim == 0:
+        return f"{array.item():.4g}"
     return xp.array2string(xp.asarray(array), precision=4, separator=", ", suppress_small=True).replace("\n", "")
 
 
