@@ -32,8 +32,9 @@ __all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "LRSchedul
 class History:
     """What ``fit`` measured: ``history`` maps "loss", each metric, "val_loss" and
     "val_<metric>" to a list with one value per epoch; ``epoch`` lists the epoch
-    indices trained; ``stopped_epoch`` is the epoch after which a callback stopped
-    training early (or an epoch had nothing to train on), None when all epochs ran."""
+    indices trained; ``stopped_epoch`` is where training stopped early: the last epoch
+    trained when a callback stopped it, or the first epoch that had no batch to train
+    on (``MisclassifiedSampler`` with nothing misclassified); None when all epochs ran."""
 
     def __init__(self):
         self.history = {}
@@ -387,13 +388,13 @@ def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):
     """A DataLoader for ``data``: an (X, y) pair, a Dataset or a DataLoader."""
     if isinstance(data, DataLoader):
         if sampler is not None:
-            raise ValueError(f"fit: sampler cannot be combined with a DataLoader for {name}; give the sampler to the DataLoader")
+            raise ValueError(f"sampler cannot be combined with a DataLoader for {name}; give the sampler to the DataLoader")
         return data
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
             raise ValueError(f"{name} must be an (X, y) pair, a Dataset or a DataLoader; got a sequence of {len(data)}")
         arrays = [a.data if isinstance(a, Tensor) else xp.asarray(a) for a in data]
-        arrays = [a.astype(dtype) if a.dtype.kind == "f" else a for a in arrays]
+        arrays = [a.astype(dtype, copy=False) if a.dtype.kind == "f" else a for a in arrays]
         try:
             dataset = TensorDataset(*arrays)
         except ValueError as error:
@@ -409,11 +410,11 @@ def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):
     elif batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size <= 0
     ):
-        raise ValueError(f"fit: batch_size must be a positive int, 'full' or None (whole set); got {batch_size!r}")
-    if sampler == "misclassified":
+        raise ValueError(f"batch_size must be a positive int, 'full' or None (whole set); got {batch_size!r}")
+    if isinstance(sampler, str) and sampler == "misclassified":
         sampler = MisclassifiedSampler(model, dataset, threshold)
     elif sampler is not None and not isinstance(sampler, Sampler):
-        raise ValueError(f"fit: sampler must be a Sampler or 'misclassified'; got {sampler!r}")
+        raise ValueError(f"sampler must be a Sampler or 'misclassified'; got {sampler!r}")
     return DataLoader(dataset, batch_size, shuffle=shuffle and sampler is None, sampler=sampler)
 
 

@@ -245,3 +245,8 @@ def test_save_writes_exactly_the_path_given(tmp_path):
     assert os.listdir(tmp_path) == ["weights.bin"] and load(tmp_path / "weights.bin") == {"a": 1}
     save({"a": 2}, str(tmp_path / "weights.bin"))  # overwriting works, str paths too
     assert load(tmp_path / "weights.bin") == {"a": 2}
+
+
+def test_saving_into_a_missing_folder_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="the folder .*missing does not exist"):
+        save({"a": 1}, tmp_path / "missing" / "m.npz")
