@@ -183,7 +183,9 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, drop_last=False):
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
-            raise TypeError(f"DataLoader: dataset must be a Dataset (with __len__ and __getitem__); got {type(dataset).__name__}")
+            raise TypeError(
+                f"DataLoader: dataset must be a Dataset (with __len__ and __getitem__); got {type(dataset).__name__}"
+            )
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size <= 0
         ):

@@ -127,7 +127,7 @@ def load_checkpoint(path, model, optimizer=None):
 def _encode(value, arrays, where):
     if isinstance(value, (xp.ndarray, xp.generic)):
         if value.dtype.hasobject:
-            raise TypeError(f"save: {where} is an array of Python objects; only numeric, bool and str arrays are stored")
+            raise TypeError(f"save: {where} is an array of Python objects; only numeric, bool and str arrays are saved")
         name = f"a{len(arrays)}"
         arrays[name] = xp.asarray(value)
         return {"array" if isinstance(value, xp.ndarray) else "scalar": name}

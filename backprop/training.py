@@ -256,7 +256,8 @@ def fit(
                     callback.on_batch_end(batch, {"loss": value})
             logs = totals.logs()
             if val_loader is not None:
-                logs.update({f"val_{k}": v for k, v in _evaluate(model, val_loader, loss_fn, metric_names, threshold).items()})
+                scores = _evaluate(model, val_loader, loss_fn, metric_names, threshold)
+                logs.update({f"val_{name}": value for name, value in scores.items()})
             history.append(epoch, logs)
             progress.epoch_done(logs)
             for callback in callbacks:
@@ -388,7 +389,7 @@ def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):
     """A DataLoader for ``data``: an (X, y) pair, a Dataset or a DataLoader."""
     if isinstance(data, DataLoader):
         if sampler is not None:
-            raise ValueError(f"sampler cannot be combined with a DataLoader for {name}; give the sampler to the DataLoader")
+            raise ValueError(f"sampler cannot be combined with a DataLoader for {name}; give it to the DataLoader")
         return data
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
@@ -429,7 +430,9 @@ def _probe(model, loss_fn, dataset):
             try:
                 output = model(x)
             except (ValueError, TypeError, IndexError) as error:
-                raise ValueError(f"fit: the model cannot take features of shape {x.shape[1:]} per example ({error})") from None
+                raise ValueError(
+                    f"fit: the model cannot take features of shape {x.shape[1:]} per example ({error})"
+                ) from None
             try:
                 loss_fn(output, y)
             except (ValueError, TypeError, IndexError) as error:
