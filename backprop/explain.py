@@ -847,7 +847,7 @@ class GradientFlow(Callback):
                     self.warned.add((name, kind))
                     limit = self.vanish_ratio if kind == "vanish" else self.explode_ratio
                     warnings.warn(
-                        f"gradients of {name} {kind} (epoch {epoch + 1}): ||grad|| / ||W|| = {ratio:.2e}, "
+                        f"gradients of {name} {kind} (epoch {epoch + 1}): ||dW|| / ||W|| = {ratio:.2e}, "
                         f"{'below' if kind == 'vanish' else 'above'} {limit:g}",
                         GradientWarning,
                         stacklevel=2,
@@ -858,15 +858,17 @@ class GradientFlow(Callback):
             self.plot(self.plot_path)
 
     def report(self):
-        """A table: each weight's gradient norm in the first and last epoch, and its ratio to ||W||."""
+        """A table: each weight's shape, mean gradient norm in the first and last epoch, and
+        the last epoch's ||dL/dW|| / ||W||."""
+        epochs = max(len(norms) for norms in self.norms.values()) if self.norms else 0
         width = max([len(name) for name in self.norms] + [5])
-        lines = [f"{'layer':<{width}}  {'shape':>10}  {'|grad| first':>12}  {'|grad| last':>12}  {'|grad|/|W|':>10}"]
+        first, last = "|dW| epoch 1", f"|dW| epoch {epochs}"
+        lines = [f"{'layer':<{width}}  {'shape':>9}  {first:>13}  {last:>13}  {'|dW|/|W|':>9}"]
         for name, norms in self.norms.items():
             if norms:
                 shape = "x".join(str(n) for n in self.weights[name].shape)
-                lines.append(
-                    f"{name:<{width}}  {shape:>10}  {norms[0]:>12.3e}  {norms[-1]:>12.3e}  {self.ratios[name][-1]:>10.2e}"
-                )
+                ratio = self.ratios[name][-1]
+                lines.append(f"{name:<{width}}  {shape:>9}  {norms[0]:>13.3e}  {norms[-1]:>13.3e}  {ratio:>9.2e}")
         return "\n".join(lines)
 
     def plot(self, path):

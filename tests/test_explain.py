@@ -10,6 +10,7 @@ from click.testing import CliRunner
 import backprop as bp
 from backprop import explain, nn, optim
 from backprop.cli import main
+from backprop.datasets import load_dataset
 from backprop.explain import GradientFlow, GradientWarning, to_dot, trace, worked_example
 
 OUTPUTS, LOSSES, ACTIVATIONS = ("softmax", "sigmoid", "identity"), ("ce", "bce", "mse"), ("sigmoid", "tanh", "relu")
@@ -356,7 +357,7 @@ def test_explain_model_traces_one_example_of_a_saved_digits_model(tmp_path):
     # the same example through the loaded model, standardized with the saved statistics
     model = bp.load(path)
     meta = model.metadata
-    digits = bp.datasets.load_dataset("digits")
+    digits = load_dataset("digits")
     x = (digits.X[5] - np.array(meta["feature_mean"])) / np.array(meta["feature_std"])
     np.testing.assert_allclose(data["x"], x, rtol=1e-12)
     label = meta["label_names"].index(digits.label_names[digits.y[5]])
