@@ -1,0 +1,5 @@
+"""``python -m backprop``: the ``backprop`` command."""
+
+from backprop.cli import main
+
+main(prog_name="backprop")
