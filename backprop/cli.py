@@ -22,8 +22,16 @@ import click
 
 from backprop.backend import xp
 
-LIBRARY_ERRORS = (ValueError, TypeError, KeyError, OSError, ArithmeticError)
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad")
+LIBRARY_ERRORS = (ValueError, TypeError, OSError, ArithmeticError)  # what the library raises for bad input
+OPTIMIZERS = {  # --optimizer: (backprop.optim class, its extra arguments)
+    "sgd": ("SGD", {}),
+    "momentum": ("SGD", {"momentum": 0.9}),
+    "nesterov": ("SGD", {"momentum": 0.9, "nesterov": True}),
+    "rmsprop": ("RMSprop", {}),
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {}),
+    "adagrad": ("Adagrad", {}),
+}
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3, "adagrad": 0.01}
 LOSSES = {"ce": "CrossEntropyLoss", "bce": "BCEWithLogitsLoss", "mse": "MSELoss"}
 LAZY_COMMANDS = {"explain": ("backprop.explain_cli", "explain_command")}
@@ -32,8 +40,6 @@ LAZY_COMMANDS = {"explain": ("backprop.explain_cli", "explain_command")}
 def _one_line(error):
     if isinstance(error, OSError) and error.filename and error.strerror:
         message = f"{error.filename}: {error.strerror}"
-    elif isinstance(error, KeyError) and error.args:
-        message = str(error.args[0])
     else:
         message = str(error) or type(error).__name__
     return " ".join(message.split())
@@ -265,7 +271,7 @@ def _format(scores):
 @click.option("--hidden", type=LayerSizes(), default="128", show_default=True, help="Hidden layer sizes, e.g. 64,32 ('none': no hidden layer).")
 @click.option("--activation", type=click.Choice(["relu", "sigmoid", "tanh", "leaky_relu", "gelu"]), default="relu", show_default=True)
 @click.option("--loss", type=click.Choice(["auto", *LOSSES]), default="auto", show_default=True, help="auto: ce for classes, mse for numbers; bce for 2 classes.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True, help="momentum/nesterov: SGD with momentum 0.9.")
+@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="adam", show_default=True, help="momentum/nesterov: SGD with momentum 0.9.")
 @click.option("--lr", type=float, default=None, callback=_positive, help="Learning rate [default: 0.1 sgd, 0.01 momentum, nesterov, adagrad; 0.001 others].")
 @click.option("--batch-size", type=BatchSize(), default="32", show_default=True, help="Examples per step, or 'full' (full-batch descent).")
 @click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True, help="At most this many epochs.")
@@ -324,8 +330,7 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
     outputs = {"ce": dataset.n_classes, "bce": 1, "mse": 1}[loss]
     model = mlp((X.shape[1], *hidden, outputs), activation, dtype=getattr(xp, dtype))
     lr = DEFAULT_LR[optimizer] if lr is None else lr
-    rule = {"sgd": ("SGD", {}), "momentum": ("SGD", {"momentum": 0.9}), "nesterov": ("SGD", {"momentum": 0.9, "nesterov": True})}
-    name, extra = rule.get(optimizer, ({"rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad"}[optimizer], {}))
+    name, extra = OPTIMIZERS[optimizer]
     opt = getattr(optim, name)(model.parameters(), lr=lr, **extra)
     loss_fn = _loss_fn(loss)
     click.echo(f"model   {_architecture(model)}; {LOSSES[loss]}; {name}(lr={lr:g}{''.join(f', {k}={v}' for k, v in extra.items())})")
