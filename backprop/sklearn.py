@@ -27,6 +27,7 @@ with ``BCEWithLogitsLoss`` (scikit-learn's logistic output); ``MSELoss`` (PyTorc
 mean of squares, without scikit-learn's factor 1/2) for regression.
 """
 
+import contextlib
 import numbers
 import warnings
 
@@ -168,7 +169,7 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
 
     def _train(self, X, target, epochs, early_stopping):
-        """``backprop.fit`` for ``epochs`` epochs, seeded from ``self._rng``; backprop's global generator is left as it was."""
+        """``backprop.fit`` for ``epochs`` epochs on (X, target), as the estimator's parameters say."""
         import backprop
         from backprop.training import EarlyStopping
 
@@ -185,24 +186,19 @@ class _BaseMLP(BaseEstimator):
             callbacks.append(
                 EarlyStopping(monitor=monitor, patience=self.n_iter_no_change + 1, min_delta=self.tol, restore_best=early_stopping)
             )
-        state = backprop.get_rng_state()
-        backprop.manual_seed(int(self._rng.randint(2**31)))
-        try:
-            history = backprop.fit(
-                self.model_,
-                self._loss_fn,
-                self._optimizer,
-                (X, target),
-                epochs,
-                val=val,
-                batch_size=self._batch_size(len(X)),
-                shuffle=self.shuffle,
-                metrics=("accuracy",) if early_stopping and self._stratify else (),
-                callbacks=callbacks,
-                progress=self.verbose,
-            )
-        finally:
-            backprop.set_rng_state(state)
+        history = backprop.fit(
+            self.model_,
+            self._loss_fn,
+            self._optimizer,
+            (X, target),
+            epochs,
+            val=val,
+            batch_size=self._batch_size(len(X)),
+            shuffle=self.shuffle,
+            metrics=("accuracy",) if early_stopping and self._stratify else (),
+            callbacks=callbacks,
+            progress=self.verbose,
+        )
         self.loss_curve_ += history.history["loss"]
         self.n_iter_ += len(history.epoch)
         if early_stopping:
@@ -221,8 +217,9 @@ class _BaseMLP(BaseEstimator):
         X, y = self._check_data(X, y, reset=True)
         self._set_targets(y)
         self._rng = check_random_state(self.random_state)
-        self._initialize(X)
-        return self._train(X, self._encode(y), self.max_iter, self.early_stopping)
+        with self._seeded():
+            self._initialize(X)
+            return self._train(X, self._encode(y), self.max_iter, self.early_stopping)
 
     def _partial_fit(self, X, y, classes=None):
         first = not hasattr(self, "model_")
@@ -230,8 +227,23 @@ class _BaseMLP(BaseEstimator):
         if first:
             self._set_targets(y, classes)
             self._rng = check_random_state(self.random_state)
-            self._initialize(X)
-        return self._train(X, self._encode(y), 1, early_stopping=False)
+        with self._seeded():
+            if first:
+                self._initialize(X)
+            return self._train(X, self._encode(y), 1, early_stopping=False)
+
+    @contextlib.contextmanager
+    def _seeded(self):
+        """Seed backprop's generator (initialization, shuffling) from ``random_state``, and
+        put the generator's state back afterwards: fitting leaves the user's stream alone."""
+        import backprop
+
+        state = backprop.get_rng_state()
+        backprop.manual_seed(int(self._rng.randint(2**31)))
+        try:
+            yield
+        finally:
+            backprop.set_rng_state(state)
 
     def _outputs(self, X):
         from backprop import Tensor, no_grad
@@ -270,7 +282,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self._encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
         self.classes_ = self._encoder.classes_
         if len(self.classes_) < 2:
-            raise ValueError(f"MLPClassifier needs at least 2 classes in y; got 1 ({self.classes_[0]!r})")
+            raise ValueError(f"MLPClassifier needs at least 2 classes in y; got 1 class ({self.classes_[0]!r})")
         self._n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
 
     @property
@@ -298,7 +310,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        probabilities = self.predict_proba(X)
+        return self.classes_[np.argmax(probabilities, axis=1)]
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
