@@ -4,6 +4,7 @@ from backprop import data, nn, optim
 from backprop.gradcheck import GradcheckError, gradcheck
 from backprop.io import load, save
 from backprop.ops import concatenate, stack, where
+from backprop.plots import plot_history
 from backprop.random import get_rng_state, manual_seed, set_rng_state
 from backprop.tensor import Tensor, is_grad_enabled, no_grad, tensor
 from backprop.training import History, evaluate, fit
@@ -28,4 +29,5 @@ __all__ = [
     "History",
     "save",
     "load",
+    "plot_history",
 ]
