@@ -296,7 +296,7 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
         raise click.BadParameter(f"--val-fraction + --test-fraction must be below 1; got {val_fraction + test_fraction:g}")
     started = time.perf_counter()
     task = {"auto": None, "ce": "classification", "bce": "classification", "mse": "regression"}[loss]
-    dataset = load_dataset(data, target=target, task=task)
+    dataset = load_dataset(data, target=target, task=task).check_trainable()
     loss = loss if loss != "auto" else ("ce" if dataset.task == "classification" else "mse")
     if loss == "bce" and dataset.n_classes != 2:
         raise ValueError(f"--loss bce needs a target with 2 classes; {dataset.source} has {dataset.n_classes}")

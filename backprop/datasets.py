@@ -39,7 +39,8 @@ class LoadedDataset:
 
     ``y`` holds class indices (int64) for classification and float64 values for
     regression, or is None for a file loaded without its target (``require_target=False``).
-    ``label_names[k]`` is the original label of class k (None for regression).
+    ``label_names[k]`` is the original label of class k (None for regression). Data
+    with a single class loads (it can be scored); ``check_trainable`` refuses to train on it.
     """
 
     X: object
@@ -53,6 +54,16 @@ class LoadedDataset:
     @property
     def n_classes(self):
         return len(self.label_names) if self.label_names is not None else 0
+
+
+    def check_trainable(self):
+        """Raise unless a classifier could learn from this data (at least 2 classes)."""
+        if self.task == "classification" and self.n_classes < 2:
+            raise ValueError(
+                f"{self.source}: the target {self.target_name!r} has a single class "
+                f"({self.label_names[0]!r}); classification needs at least 2"
+            )
+        return self
 
 
 # -- built-in datasets -------------------------------------------------------------------
@@ -148,10 +159,6 @@ def _encode_target(values, task, where):
         return values.astype(xp.float64), None, task
     classes = xp.unique(values)
     names = [_label_name(c) for c in classes.tolist()]
-    if len(classes) < 2:
-        raise ValueError(
-            f"{where}: the target has a single class ({names[0]!r}); classification needs at least 2"
-        )
     return xp.searchsorted(classes, values).astype(xp.int64), names, task
 
 

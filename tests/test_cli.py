@@ -233,6 +233,12 @@ def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(bad_files, args, mes
     assert "Traceback" not in result.output
 
 
+def test_evaluate_scores_data_holding_a_single_class(bad_files):
+    ok("train", "--data", "good.csv", "--epochs", 2, "--val-fraction", 0, "--test-fraction", 0)
+    (bad_files / "ones.csv").write_text("a,b,y\n3,4,1\n7,8,1\n")
+    assert last_json(ok("evaluate", "--model", "model.npz", "--data", "ones.csv", "--json"))["examples"] == 2
+
+
 def test_evaluate_refuses_labels_the_model_never_saw(bad_files):
     ok("train", "--data", "good.csv", "--epochs", 2, "--val-fraction", 0, "--test-fraction", 0)
     (bad_files / "other.csv").write_text("a,b,y\n1,2,0\n3,4,7\n")

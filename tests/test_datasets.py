@@ -103,7 +103,6 @@ BAD_CSVS = {
     "a,b,y\n1,2,0\n3,oops,1\n": "line 3: feature column 'b' is 'oops', not a finite number",
     "a,b,y\n1,2,0\n3,nan,1\n": "line 3: feature column 'b' is 'nan', not a finite number",
     "a,b,y\n1,2,0\n3,,1\n": "line 3: feature column 'b' is empty",
-    "a,b,y\n1,2,1\n3,4,1\n": "the target has a single class ('1')",
     "a,b,y\n1,2,0\n3,4\n": "line 3: 2 fields but the header has 3",
     "a,b,y\n": "the file has a header but no data rows",
     "": "the file is empty",
@@ -117,6 +116,15 @@ def test_bad_csv_fails_with_one_line_naming_the_problem(tmp_path, text, message)
     with pytest.raises(ValueError) as info:
         load_dataset(path)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_single_class_target_loads_for_scoring_but_cannot_be_trained_on(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("a,b,y\n1,2,1\n3,4,1\n")
+    data = load_dataset(path)
+    assert data.label_names == ["1"] and data.y.tolist() == [0, 0]
+    with pytest.raises(ValueError, match="the target 'y' has a single class \\('1'\\); classification needs at least 2"):
+        data.check_trainable()
 
 
 def test_unknown_target_column_lists_the_columns(tmp_path):
