@@ -180,6 +180,15 @@ def _split(data, val_fraction, test_fraction, seed):
     return train, val, test
 
 
+def _check_target(data, target):
+    """--target names a CSV column; other data has one target, which it may only name."""
+    if target is not None and target != data.target_name:
+        raise ValueError(
+            f"--target {target}: only CSV files have named columns; the target of {data.source} is {data.target_name!r}"
+        )
+    return data
+
+
 def _targets(y, loss):
     """Targets as the loss takes them: class indices (ce), a float column (bce, mse)."""
     return y if loss == "ce" else y.astype(xp.float64).reshape(-1, 1)
@@ -215,6 +224,7 @@ def _model_data(meta, data_name, target, require_target=True):
         features=meta["feature_names"],
         require_target=require_target,
     )
+    _check_target(data, target)
     expected = len(meta["feature_names"])
     if data.X.shape[1] != expected:
         raise ValueError(f"the model takes {expected} features; {data.source} has {data.X.shape[1]}")
@@ -296,7 +306,7 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
         raise click.BadParameter(f"--val-fraction + --test-fraction must be below 1; got {val_fraction + test_fraction:g}")
     started = time.perf_counter()
     task = {"auto": None, "ce": "classification", "bce": "classification", "mse": "regression"}[loss]
-    dataset = load_dataset(data, target=target, task=task).check_trainable()
+    dataset = _check_target(load_dataset(data, target=target, task=task).check_trainable(), target)
     loss = loss if loss != "auto" else ("ce" if dataset.task == "classification" else "mse")
     if loss == "bce" and dataset.n_classes != 2:
         raise ValueError(f"--loss bce needs a target with 2 classes; {dataset.source} has {dataset.n_classes}")

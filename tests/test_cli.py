@@ -205,6 +205,7 @@ BAD_INPUTS = {
     "NaN feature": (["train", "--data", "nan.csv"], "line 3: feature column 'b' is 'NaN'"),
     "non-numeric feature": (["train", "--data", "text.csv"], "line 3: feature column 'b' is 'heavy'"),
     "unknown target column": (["train", "--data", "good.csv", "--target", "label"], "no target column 'label'; the columns are a, b, y"),
+    "target of a built-in": (["train", "--data", "iris", "--target", "species"], "only CSV files have named columns"),
     "single class": (["train", "--data", "one.csv"], "single class ('yes')"),
     "unknown activation": (["train", "--activation", "swish"], "'swish' is not one of"),
     "unknown optimizer": (["train", "--optimizer", "lbfgs"], "'lbfgs' is not one of"),
