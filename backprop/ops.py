@@ -106,6 +106,12 @@ def matmul(a, b):
     return Tensor._from_op(A @ B, "matmul", ((a, vjp_a), (b, vjp_b)))
 
 
+def _matmul2d(a, b):
+    """a @ b for matrices. NumPy's matmul skips BLAS when the inner dimension is 1 (an
+    outer product, as the weight gradient of a batch of one), about 6x slower than dot."""
+    return xp.dot(a, b) if a.shape[1] == 1 else a @ b
+
+
 def linear(x, weight, bias=None):
     """y = x W^T + b (PyTorch's layout: W has shape (out_features, in_features)).
 
@@ -119,10 +125,15 @@ def linear(x, weight, bias=None):
             f"but the weight expects {W.shape[1]} (weight shape {W.shape})"
         )
     out = X @ W.T
-    parents = [(x, lambda g: g @ W), (weight, lambda g: g.reshape(-1, g.shape[-1]).T @ X.reshape(-1, X.shape[-1]))]
+    X2 = X if X.ndim == 2 else X.reshape(-1, X.shape[-1])  # the batch axes as one
+
+    def vjp_weight(g):
+        return _matmul2d((g if g.ndim == 2 else g.reshape(-1, g.shape[-1])).T, X2)
+
+    parents = [(x, lambda g: g @ W), (weight, vjp_weight)]
     if bias is not None:
         out += bias.data
-        parents.append((bias, lambda g: g.reshape(-1, g.shape[-1]).sum(axis=0)))
+        parents.append((bias, lambda g: g.sum(axis=tuple(range(g.ndim - 1)))))
     return Tensor._from_op(out, "linear", parents)
 
 
@@ -150,7 +161,8 @@ def abs(a):
 def relu(a):
     """y = max(a, 0); dy/da = 1 where a > 0, else 0."""
     A = a.data
-    return Tensor._from_op(xp.maximum(A, 0), "relu", ((a, lambda g: g * (A > 0)),))
+    zeros = xp.zeros(A.shape[-1:], A.dtype)  # NumPy's maximum has no vector loop for a scalar 0
+    return Tensor._from_op(xp.maximum(A, zeros), "relu", ((a, lambda g: g * (A > 0)),))
 
 
 def leaky_relu(a, negative_slope=0.01):
@@ -205,7 +217,9 @@ def where(condition, a, b):
 # -- reductions --------------------------------------------------------------------------
 def _expand(g, shape, axis, keepdims):
     """g of a reduction's output shape, broadcast back to the input's ``shape``."""
-    if axis is not None and not keepdims:
+    if axis is None:  # a full reduction: g is one number
+        return xp.full(shape, g, dtype=g.dtype)
+    if not keepdims:
         g = xp.expand_dims(g, axis)
     return xp.broadcast_to(g, shape)
 
@@ -221,8 +235,9 @@ def sum(a, axis=None, keepdims=False):
 def mean(a, axis=None, keepdims=False):
     """y = sum(a)/n over axis; dy/da = 1/n."""
     A = a.data
-    Y = A.mean(axis=axis, keepdims=keepdims)
-    count = A.size // Y.size if Y.size else 1
+    total = A.sum(axis=axis, keepdims=keepdims)
+    count = A.size // total.size if total.size else 1
+    Y = total / count if A.size else A.mean(axis=axis, keepdims=keepdims)  # NaN for no elements, as NumPy
     return Tensor._from_op(Y, "mean", ((a, lambda g: _expand(g / count, A.shape, axis, keepdims)),))
 
 
@@ -334,9 +349,25 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0):
 
     ``target`` holds class indices (N,) or class probabilities (N, C). The gradient is
     the textbook dl/dz = softmax(z) - y: no division by a probability ever happens.
+    With s = z - max(z) and S = sum_k e^{s_k}: log softmax(z) = s - log S, and for a class
+    index t, l = log S - s_t, so only the softmax itself is ever formed, once.
     """
     Z = logits.data
-    L = _log_softmax_array(Z, axis=1)
+    shifted = Z - Z.max(axis=1, keepdims=True)
+    P = xp.exp(shifted)
+    total = P.sum(axis=1, keepdims=True)
+    log_total = xp.log(total)
+    P /= total  # softmax(z), kept for the VJP
+    if target.dtype.kind in "iu" and not label_smoothing:
+        rows = xp.arange(len(Z))
+        loss = log_total[:, 0] - shifted[rows, target]
+
+        def vjp(g):
+            d = P * g[:, None]
+            d[rows, target] -= g
+            return d
+
+        return Tensor._from_op(loss, "softmax_cross_entropy", ((logits, vjp),))
     if target.dtype.kind in "iu":
         Y = xp.zeros_like(Z)
         Y[xp.arange(len(Z)), target] = 1
@@ -344,9 +375,8 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0):
         Y = target.astype(Z.dtype, copy=False)
     if label_smoothing:
         Y = Y * (1 - label_smoothing) + label_smoothing / Z.shape[1]
-    return Tensor._from_op(
-        -(Y * L).sum(axis=1), "softmax_cross_entropy", ((logits, lambda g: g[:, None] * (xp.exp(L) - Y)),)
-    )
+    loss = -(Y * (shifted - log_total)).sum(axis=1)
+    return Tensor._from_op(loss, "softmax_cross_entropy", ((logits, lambda g: g[:, None] * (P - Y)),))
 
 
 def binary_cross_entropy_with_logits(logits, target):

@@ -9,14 +9,20 @@ computed that the derivative needs (the "cache").
 ``backward()`` is the chain rule applied to the whole graph: visit the nodes in
 reverse topological order (every node after all the nodes that use it), call each
 node's VJPs, and sum the contributions that reach a node along different paths.
-The primitives and their VJPs live in ``ops.py``.
+Every Tensor is numbered when it is created, and an operation's result is created
+after its inputs, so "newest first" is such an order: the walk keeps the nodes that
+have received a gradient in a heap and always takes the newest. The primitives and
+their VJPs live in ``ops.py``.
 """
 
 import contextlib
+import heapq
+import itertools
 
 from backprop.backend import xp
 
 _grad_enabled = True
+_creation_order = itertools.count()  # Tensor._seq: a node is always numbered after its inputs
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -55,7 +61,7 @@ class Tensor:
     ndarray keeps its dtype (float64 stays float64).
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_op", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_op", "_retains_grad", "_seq", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -70,6 +76,7 @@ class Tensor:
         # a node with an _op but no parents had its graph released by backward()
         self._op = None  # the operation's name; None for a leaf
         self._retains_grad = False
+        self._seq = next(_creation_order)
 
     @classmethod
     def _from_op(cls, data, op, parents):
@@ -77,16 +84,18 @@ class Tensor:
         out = cls.__new__(cls)
         out.data = data
         out.grad = None
-        out._op = None
         out._retains_grad = False
-        out._parents = ()
-        out.requires_grad = False
+        out._seq = next(_creation_order)
         if _grad_enabled:
-            parents = tuple((p, vjp) for p, vjp in parents if p.requires_grad)
+            parents = tuple([pair for pair in parents if pair[0].requires_grad])
             if parents:
                 out.requires_grad = True
                 out._parents = parents
                 out._op = op
+                return out
+        out.requires_grad = False
+        out._parents = ()
+        out._op = None
         return out
 
     # -- information -----------------------------------------------------------------
@@ -149,12 +158,14 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, expected {self.shape}")
 
-        grads = {id(self): grad}
+        grads = {id(self): grad}  # dL/dnode, summed over the paths seen so far
         handed_out = {id(grad)}  # arrays already stored somewhere: a leaf must not alias them
-        for node in _reverse_topological_order(self):
-            g = grads.pop(id(node), None)
-            if g is None:
-                continue
+        # The nodes with a gradient, newest first. A node's users are all newer, so by the
+        # time it comes out of the heap every contribution to its gradient has arrived.
+        pending = [(-self._seq, self)]
+        while pending:
+            node = heapq.heappop(pending)[1]
+            g = grads.pop(id(node))
             if node._op is None or node._retains_grad:
                 node._accumulate(g, handed_out)
             if node._op is None:
@@ -165,9 +176,15 @@ class Tensor:
                     "released after the first backward(); pass retain_graph=True to the first call."
                 )
             for parent, vjp in node._parents:
-                contribution = unbroadcast(vjp(g), parent.data.shape)
+                contribution = vjp(g)
+                if contribution.shape != parent.data.shape:
+                    contribution = unbroadcast(contribution, parent.data.shape)
                 key = id(parent)
-                grads[key] = contribution if key not in grads else grads[key] + contribution
+                if key in grads:
+                    grads[key] = grads[key] + contribution
+                else:
+                    grads[key] = contribution
+                    heapq.heappush(pending, (-parent._seq, parent))
             if not retain_graph:  # release the cache (closures) and the intermediate values
                 node._parents = ()
 
@@ -180,24 +197,6 @@ class Tensor:
             handed_out.add(id(self.grad))
         else:
             self.grad += g
-
-
-def _reverse_topological_order(root):
-    """Nodes that require grad, each before every node it was computed from (iterative DFS)."""
-    order, visited = [], set()
-    stack = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        stack.extend((parent, False) for parent, _ in node._parents if id(parent) not in visited)
-    order.reverse()
-    return order
 
 
 def unbroadcast(grad, shape):
