@@ -130,10 +130,13 @@ def linear(x, weight, bias=None):
     def vjp_weight(g):
         return _matmul2d((g if g.ndim == 2 else g.reshape(-1, g.shape[-1])).T, X2)
 
+    def vjp_bias(g):
+        return g.sum(axis=0) if g.ndim == 2 else g.reshape(-1, g.shape[-1]).sum(axis=0)
+
     parents = [(x, lambda g: g @ W), (weight, vjp_weight)]
     if bias is not None:
         out += bias.data
-        parents.append((bias, lambda g: g.sum(axis=tuple(range(g.ndim - 1)))))
+        parents.append((bias, vjp_bias))
     return Tensor._from_op(out, "linear", parents)
 
 

@@ -152,7 +152,7 @@ class Tensor:
                 raise RuntimeError(
                     f"backward() without a grad argument needs a scalar output; got shape {self.shape}"
                 )
-            grad = xp.ones_like(self.data)
+            grad = xp.ones(self.data.shape, self.data.dtype)
         else:
             grad = _as_array(grad, self.dtype)
             if grad.shape != self.shape:
@@ -163,28 +163,32 @@ class Tensor:
         # The nodes with a gradient, newest first. A node's users are all newer, so by the
         # time it comes out of the heap every contribution to its gradient has arrived.
         pending = [(-self._seq, self)]
+        pop, push = heapq.heappop, heapq.heappush
         while pending:
-            node = heapq.heappop(pending)[1]
+            node = pop(pending)[1]
             g = grads.pop(id(node))
-            if node._op is None or node._retains_grad:
-                node._accumulate(g, handed_out)
+            parents = node._parents
             if node._op is None:
+                node._accumulate(g, handed_out)
                 continue
-            if not node._parents:
+            if node._retains_grad:
+                node._accumulate(g, handed_out)
+            if not parents:
                 raise RuntimeError(
                     "Trying to backward through the graph a second time: its cached values were "
                     "released after the first backward(); pass retain_graph=True to the first call."
                 )
-            for parent, vjp in node._parents:
+            for parent, vjp in parents:
                 contribution = vjp(g)
-                if contribution.shape != parent.data.shape:
-                    contribution = unbroadcast(contribution, parent.data.shape)
+                shape = parent.data.shape
+                if contribution.shape != shape:
+                    contribution = unbroadcast(contribution, shape)
                 key = id(parent)
                 if key in grads:
                     grads[key] = grads[key] + contribution
                 else:
                     grads[key] = contribution
-                    heapq.heappush(pending, (-parent._seq, parent))
+                    push(pending, (-parent._seq, parent))
             if not retain_graph:  # release the cache (closures) and the intermediate values
                 node._parents = ()
 
