@@ -1,0 +1,3 @@
+from bench.train_mlp import main
+
+main()
