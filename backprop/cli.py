@@ -208,7 +208,6 @@ def _load_model(path):
     needed = {"task", "loss", "feature_names", "feature_mean", "feature_std"}
     if not needed <= meta.keys():
         raise ValueError(f"{path}: not a model saved by 'backprop train' (its metadata lacks {', '.join(sorted(needed - meta.keys()))})")
-    model.to(meta.get("dtype", "float32"))
     return model, meta
 
 
@@ -352,7 +351,8 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
     if grad_report:
         from backprop.explain import GradientFlow
 
-        callbacks.append(GradientFlow(plot_path=grad_report))
+        flow = GradientFlow(plot_path=grad_report)
+        callbacks.append(flow)
     metrics = ("accuracy",) if dataset.task == "classification" else ()
     history = backprop.fit(
         model,
@@ -389,6 +389,9 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
         plot_history(history, plot, title=f"{dataset.source}: {_architecture(model)}")
         click.echo(f"plot    {plot}")
         results["plot"] = plot
+    if grad_report:
+        click.echo(f"grads   {grad_report}\n{flow.report()}")
+        results["grad_report"] = grad_report
     results["seconds"] = round(time.perf_counter() - started, 3)
     if as_json:
         click.echo(json.dumps(results))

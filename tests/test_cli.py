@@ -164,9 +164,12 @@ def test_float64_model_is_saved_and_used_as_float64(workdir):
     assert meta["dtype"] == "float64" and model[0].weight.dtype == np.float64
 
 
-def test_plot_and_grad_report_write_pngs(workdir):
+def test_plot_and_grad_report_write_pngs_and_print_the_gradient_norms(workdir):
     pytest.importorskip("backprop.explain")
-    ok("train", "--data", "iris", "--epochs", 5, "--plot", "curves.png", "--grad-report", "grads.png")
+    out = ok("train", "--data", "iris", "--epochs", 5, "--plot", "curves.png", "--grad-report", "grads.png").stdout
+    report = out[out.index("grads   grads.png"):].splitlines()
+    assert report[1].split()[:2] == ["layer", "shape"]
+    assert [row.split()[0] for row in report[2:4]] == ["0.weight", "2.weight"]
     for name in ("curves.png", "grads.png"):
         assert (workdir / name).read_bytes()[:4] == b"\x89PNG"
 
