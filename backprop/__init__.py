@@ -1,6 +1,6 @@
 """backprop: neural networks trained by backpropagation on NumPy arrays, showing their work."""
 
-from backprop import data, nn, optim
+from backprop import data, explain, nn, optim
 from backprop.gradcheck import GradcheckError, gradcheck
 from backprop.io import load, save
 from backprop.ops import concatenate, stack, where

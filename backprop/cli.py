@@ -34,7 +34,6 @@ OPTIMIZERS = {  # --optimizer: (backprop.optim class, its extra arguments)
 }
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3, "adagrad": 0.01}
 LOSSES = {"ce": "CrossEntropyLoss", "bce": "BCEWithLogitsLoss", "mse": "MSELoss"}
-LAZY_COMMANDS = {"explain": ("backprop.explain_cli", "explain_command")}
 
 
 def _one_line(error):
@@ -46,22 +45,18 @@ def _one_line(error):
 
 
 class BackpropGroup(click.Group):
-    """A click group whose errors are one line on stderr, and whose ``explain`` is imported on demand."""
+    """A click group whose errors are one line on stderr. ``explain`` lives in
+    ``explain_cli.py``, which builds on this module, so it is imported when asked for."""
 
     def list_commands(self, ctx):
-        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+        return sorted([*super().list_commands(ctx), "explain"])
 
     def get_command(self, ctx, name):
-        if name not in LAZY_COMMANDS or name in self.commands:
-            return super().get_command(ctx, name)
-        module_name, attribute = LAZY_COMMANDS[name]
-        try:
-            module = __import__(module_name, fromlist=[attribute])
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            return None
-        return getattr(module, attribute)
+        if name == "explain":
+            from backprop.explain_cli import explain_command
+
+            return explain_command
+        return super().get_command(ctx, name)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
