@@ -27,7 +27,8 @@ from typing import Callable, NamedTuple
 
 from backprop import nn, ops
 from backprop.backend import xp
-from backprop.tensor import Tensor, no_grad
+from backprop.gradcheck import numerical_gradient
+from backprop.tensor import Tensor
 from backprop.training import Callback
 
 __all__ = ["trace", "worked_example", "Trace", "Stage", "to_dot", "GradientFlow", "GradientWarning"]
@@ -224,8 +225,7 @@ def trace(model, loss_fn, x, y, lr=0.02):
     loss_tensor.backward(retain_graph=True)  # keep the graph for to_dot
 
     def loss_of_parameters():
-        with no_grad():
-            return float(_forward(layers, loss, x, y)[2].data)
+        return float(_forward(layers, loss, x, y)[2].data)
 
     stages = [Stage("input", "x", "x", "x", x), Stage("input", "y", "y", "y", y)]
     for l, layer in enumerate(layers, 1):
@@ -405,23 +405,13 @@ def _dz_formula(activation, l):
     return f"dz[{l}] = da[{l}] * {name}" + (f" = da[{l}] * {value}" if value else "")
 
 
-def _finite_differences(loss_of_parameters, array, eps=1e-6):
-    """(L(p + eps) - L(p - eps)) / 2 eps for each entry p of ``array`` (nudged in place and
-    restored); a large array gets a fixed sample of _CHECKED_ENTRIES entries, NaN elsewhere."""
-    flat = array.reshape(-1)
-    numerical = xp.full(flat.size, xp.nan)
-    entries = range(flat.size)
-    if flat.size > _CHECKED_ENTRIES:
-        entries = sorted(xp.random.default_rng(0).choice(flat.size, _CHECKED_ENTRIES, replace=False))
-    for k in entries:
-        original = flat[k]
-        flat[k] = original + eps
-        plus = loss_of_parameters()
-        flat[k] = original - eps
-        minus = loss_of_parameters()
-        flat[k] = original
-        numerical[k] = (plus - minus) / (2 * eps)
-    return numerical.reshape(array.shape)
+def _finite_differences(loss_of_parameters, array):
+    """Central differences of the loss for each entry of ``array``; a large array gets a
+    fixed sample of _CHECKED_ENTRIES entries, NaN elsewhere."""
+    entries = None
+    if array.size > _CHECKED_ENTRIES:
+        entries = sorted(xp.random.default_rng(0).choice(array.size, _CHECKED_ENTRIES, replace=False))
+    return numerical_gradient(loss_of_parameters, array, entries=entries)
 
 
 def _vector(values, n, name, unit):

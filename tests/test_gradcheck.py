@@ -3,6 +3,7 @@ import pytest
 
 import backprop as bp
 from backprop import ops
+from backprop.gradcheck import numerical_gradient
 
 
 def test_gradcheck_accepts_correct_gradients_of_a_composite_function():
@@ -29,3 +30,24 @@ def test_gradcheck_runs_in_float64_even_for_float32_inputs():
 def test_gradcheck_needs_an_input_that_requires_grad():
     with pytest.raises(ValueError, match="no input requires grad"):
         bp.gradcheck(lambda a: a * 2, [bp.Tensor([1.0])])
+
+
+def test_numerical_gradient_is_the_central_difference_and_restores_the_array():
+    w = np.array([[1.0, -2.0], [0.5, 3.0]])
+    before = w.copy()
+    numerical = numerical_gradient(lambda: float((w**3).sum()), w, eps=1e-4)
+    np.testing.assert_allclose(numerical, 3 * w**2 + 1e-8, rtol=1e-7)  # d/dw w^3 = 3w^2 (+ eps^2)
+    np.testing.assert_array_equal(w, before)
+
+
+def test_numerical_gradient_checks_only_the_entries_asked_for():
+    w = np.arange(6.0)
+    numerical = numerical_gradient(lambda: float((2 * w).sum()), w, entries=[1, 4])
+    np.testing.assert_allclose(numerical[[1, 4]], 2.0)
+    assert np.isnan(numerical[[0, 2, 3, 5]]).all()
+
+
+def test_numerical_gradient_refuses_an_array_it_cannot_nudge_in_place():
+    w = np.ones((3, 4)).T  # reshape(-1) of a transposed array is a copy
+    with pytest.raises(ValueError, match="contiguous"):
+        numerical_gradient(lambda: float(w.sum()), w)
