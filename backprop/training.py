@@ -16,6 +16,7 @@ a learning-rate scheduler each epoch, ``ModelCheckpoint`` writes resumable
 checkpoints atomically.
 """
 
+import contextlib
 import math
 import numbers
 import sys
@@ -77,6 +78,17 @@ class Callback:
         pass
 
 
+def _monitored(owner, monitor, logs):
+    """``logs[monitor]``; no ``monitor`` means "val_loss" when validating, else "loss"."""
+    monitor = monitor or ("val_loss" if "val_loss" in logs else "loss")
+    if monitor not in logs:
+        raise ValueError(
+            f"{owner}: monitor {monitor!r} is not among the logged values {sorted(logs)}; "
+            "pass val= to fit to get val_ values, or monitor another one"
+        )
+    return logs[monitor]
+
+
 class _Monitor:
     """Tracks the best value of a logged quantity: lower is better, or higher for accuracy."""
 
@@ -91,13 +103,7 @@ class _Monitor:
 
     def improved(self, logs):
         """Whether the monitored value of ``logs`` beats the best so far (and record it if so)."""
-        monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
-        if monitor not in logs:
-            raise ValueError(
-                f"{self.owner}: monitor {monitor!r} is not among the logged values {sorted(logs)}; "
-                "pass val= to fit to get val_ values, or monitor another one"
-            )
-        value = logs[monitor]
+        value = _monitored(self.owner, self.monitor, logs)
         sign = -1.0 if self.maximize else 1.0
         if self.best is None or sign * value < sign * self.best - self.min_delta:
             self.best = value
@@ -152,10 +158,7 @@ class LRScheduler(Callback):
         if not isinstance(self.scheduler, ReduceLROnPlateau):
             self.scheduler.step()
             return
-        monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
-        if monitor not in logs:
-            raise ValueError(f"LRScheduler: monitor {monitor!r} is not among the logged values {sorted(logs)}")
-        self.scheduler.step(logs[monitor])
+        self.scheduler.step(_monitored("LRScheduler", self.monitor, logs))
 
 
 class ModelCheckpoint(Callback):
@@ -288,17 +291,24 @@ def evaluate(model, data, loss_fn=None, metrics=("accuracy",), batch_size=None):
 
 
 def _evaluate(model, loader, loss_fn, metric_names, threshold):
+    totals = _Totals(metric_names, threshold, with_loss=loss_fn is not None)
+    with _evaluating(model):
+        for x, y in loader:
+            output = model(x)
+            totals.add(loss_fn(output, y).item() if loss_fn is not None else None, output.data, y.data)
+    return totals.logs()
+
+
+@contextlib.contextmanager
+def _evaluating(model):
+    """Eval mode without recording a graph; then the model's mode as it was."""
     was_training = model.training
     model.eval()
-    totals = _Totals(metric_names, threshold, with_loss=loss_fn is not None)
     try:
         with no_grad():
-            for x, y in loader:
-                output = model(x)
-                totals.add(loss_fn(output, y).item() if loss_fn is not None else None, output.data, y.data)
+            yield
     finally:
         model.train(was_training)
-    return totals.logs()
 
 
 class _Progress:
@@ -423,22 +433,17 @@ def _probe(model, loss_fn, dataset):
     """Run one example through the model and the loss, so that a shape mismatch fails
     here in one sentence rather than deep inside the first step."""
     x, y = (Tensor(_as_array(field)[None]) for field in dataset[0][:2])
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            try:
-                output = model(x)
-            except (ValueError, TypeError, IndexError) as error:
-                raise ValueError(
-                    f"fit: the model cannot take features of shape {x.shape[1:]} per example ({error})"
-                ) from None
-            try:
-                loss_fn(output, y)
-            except (ValueError, TypeError, IndexError) as error:
-                raise ValueError(
-                    f"fit: loss_fn cannot compare the model's output of shape {output.shape[1:]} per example "
-                    f"with targets of shape {y.shape[1:]} ({error})"
-                ) from None
-    finally:
-        model.train(was_training)
+    with _evaluating(model):
+        try:
+            output = model(x)
+        except (ValueError, TypeError, IndexError) as error:
+            raise ValueError(
+                f"fit: the model cannot take features of shape {x.shape[1:]} per example ({error})"
+            ) from None
+        try:
+            loss_fn(output, y)
+        except (ValueError, TypeError, IndexError) as error:
+            raise ValueError(
+                f"fit: loss_fn cannot compare the model's output of shape {output.shape[1:]} per example "
+                f"with targets of shape {y.shape[1:]} ({error})"
+            ) from None
