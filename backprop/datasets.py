@@ -55,7 +55,6 @@ class LoadedDataset:
     def n_classes(self):
         return len(self.label_names) if self.label_names is not None else 0
 
-
     def check_trainable(self):
         """Raise unless a classifier could learn from this data (at least 2 classes)."""
         if self.task == "classification" and self.n_classes < 2:
@@ -95,19 +94,13 @@ def _spirals(n_per_class=200, classes=3):
     return X, k.astype(xp.int64), ["x1", "x2"], [str(c) for c in range(classes)]
 
 
-def _from_sklearn(loader):
-    def load():
-        bunch = loader()
-        names = [str(n) for n in getattr(bunch, "target_names", [])] or None
-        return bunch.data, bunch.target, [str(f) for f in bunch.feature_names], names
-
-    return load
-
-
 def _sklearn(name):
+    """One of the datasets bundled with scikit-learn (``load_iris``, ...): no download."""
     import sklearn.datasets
 
-    return _from_sklearn(getattr(sklearn.datasets, name))()
+    bunch = getattr(sklearn.datasets, name)()
+    names = [str(n) for n in getattr(bunch, "target_names", [])] or None
+    return bunch.data, bunch.target, [str(f) for f in bunch.feature_names], names
 
 
 BUILTINS = {
@@ -124,13 +117,9 @@ BUILTINS = {
 
 def _builtin(name):
     X, y, feature_names, label_names = BUILTINS[name]()
-    if label_names is None:  # diabetes: a regression target
-        return LoadedDataset(
-            X.astype(xp.float64), y.astype(xp.float64), feature_names, None, "regression", "target", name
-        )
-    return LoadedDataset(
-        X.astype(xp.float64), y.astype(xp.int64), feature_names, label_names, "classification", "target", name
-    )
+    task = "classification" if label_names else "regression"  # diabetes: a regression target
+    y = y.astype(xp.int64 if label_names else xp.float64)
+    return LoadedDataset(X.astype(xp.float64), y, feature_names, label_names, task, "target", name)
 
 
 # -- targets -----------------------------------------------------------------------------
