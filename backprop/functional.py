@@ -165,7 +165,8 @@ def _class_indices(target, input, name):
         )
     if array.shape != (n,):
         raise ValueError(f"{name}: target has shape {array.shape}, but the input has shape {input.shape} (expected ({n},))")
-    if array.size and (array.min() < 0 or array.max() >= classes):
+    # Read as unsigned, a negative index is huge, so one maximum checks both ends.
+    if array.size and array.view(f"u{array.itemsize}").max() >= classes:
         bad = array.min() if array.min() < 0 else array.max()
         raise ValueError(
             f"{name}: target contains class {bad}, but the input has {classes} classes (expected 0..{classes - 1})"
@@ -183,7 +184,8 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
 
     ``target``: class indices (N,) (ints) or class probabilities (N, C). With label
     smoothing e, y becomes (1 - e) y + e / C. The fused primitive gives the gradient
-    softmax(z) - y, stable at any logit size. 'mean' averages over the N examples.
+    softmax(z) - y, stable at any logit size. 'mean' averages over the N examples; the
+    fused primitive reduces too, so the loss is one graph node.
     """
     input = _tensor(input)
     _check_logits(input, "cross_entropy")
@@ -194,7 +196,7 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
         array = _target_array(array, input, "cross_entropy")
     else:
         array = _class_indices(array, input, "cross_entropy")
-    return _reduce(ops.softmax_cross_entropy(input, array, float(label_smoothing)), reduction)
+    return ops.softmax_cross_entropy(input, array, float(label_smoothing), _check_reduction(reduction))
 
 
 def nll_loss(input, target, reduction="mean"):

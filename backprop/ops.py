@@ -347,14 +347,17 @@ def log_softmax(a, axis=-1):
     )
 
 
-# -- fused losses (per example; the caller reduces) -------------------------------------
-def softmax_cross_entropy(logits, target, label_smoothing=0.0):
-    """Per-example loss l = -sum_k y_k log softmax(z)_k for logits z of shape (N, C).
+# -- fused losses -------------------------------------------------------------------------
+def softmax_cross_entropy(logits, target, label_smoothing=0.0, reduction="none"):
+    """Loss l_n = -sum_k y_nk log softmax(z_n)_k for logits z of shape (N, C), reduced.
 
-    ``target`` holds class indices (N,) or class probabilities (N, C). The gradient is
-    the textbook dl/dz = softmax(z) - y: no division by a probability ever happens.
-    With s = z - max(z) and S = sum_k e^{s_k}: log softmax(z) = s - log S, and for a class
-    index t, l = log S - s_t, so only the softmax itself is ever formed, once.
+    ``target`` holds class indices (N,) or class probabilities (N, C). ``reduction`` is
+    'none' (the N losses), 'sum' or 'mean' (over the N examples); the reduction is part
+    of this one node, so its VJP is dl/dz_n = w_n (softmax(z_n) - y_n) with w_n = g_n
+    ('none'), g ('sum') or g / N ('mean'): the textbook gradient, no division by a
+    probability ever happens. With s = z - max(z) and S = sum_k e^{s_k}: log softmax(z)
+    = s - log S, and for a class index t, l = log S - s_t, so only the softmax itself is
+    ever formed, once.
     """
     Z = logits.data
     shifted = Z - Z.max(axis=1, keepdims=True)
@@ -365,22 +368,29 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0):
     if target.dtype.kind in "iu" and not label_smoothing:
         rows = xp.arange(len(Z))
         loss = log_total[:, 0] - shifted[rows, target]
-
-        def vjp(g):
-            d = P * g[:, None]
-            d[rows, target] -= g
-            return d
-
-        return Tensor._from_op(loss, "softmax_cross_entropy", ((logits, vjp),))
-    if target.dtype.kind in "iu":
-        Y = xp.zeros_like(Z)
-        Y[xp.arange(len(Z)), target] = 1
+        Y = None
     else:
-        Y = target.astype(Z.dtype, copy=False)
-    if label_smoothing:
-        Y = Y * (1 - label_smoothing) + label_smoothing / Z.shape[1]
-    loss = -(Y * (shifted - log_total)).sum(axis=1)
-    return Tensor._from_op(loss, "softmax_cross_entropy", ((logits, lambda g: g[:, None] * (P - Y)),))
+        if target.dtype.kind in "iu":
+            Y = xp.zeros_like(Z)
+            Y[xp.arange(len(Z)), target] = 1
+        else:
+            Y = target.astype(Z.dtype, copy=False)
+        if label_smoothing:
+            Y = Y * (1 - label_smoothing) + label_smoothing / Z.shape[1]
+        loss = -(Y * (shifted - log_total)).sum(axis=1)
+    count = None if reduction == "none" else (len(Z) if reduction == "mean" else 1)
+    if count is not None:
+        loss = loss.sum() / count
+
+    def vjp(g):
+        w = g[:, None] if count is None else g / count  # dL/dl_n: a column, or one number
+        if Y is not None:
+            return w * (P - Y)
+        d = P * w
+        d[rows, target] -= g if count is None else w
+        return d
+
+    return Tensor._from_op(loss, "softmax_cross_entropy", ((logits, vjp),))
 
 
 def binary_cross_entropy_with_logits(logits, target):

@@ -300,6 +300,11 @@ def test_cross_entropy_names_a_class_out_of_range():
         F.cross_entropy(Tensor(np.zeros((3, 5))), np.array([1, 7, 2]))
     with pytest.raises(ValueError, match="target contains class -1"):
         F.nll_loss(Tensor(np.zeros((2, 5))), np.array([-1, 0]))
+    for dtype in (np.int8, np.int32, np.uint8, np.uint64):  # the range check reads them as unsigned
+        with pytest.raises(ValueError, match="target contains class 5"):
+            F.cross_entropy(Tensor(np.zeros((2, 5))), np.array([0, 5], dtype=dtype))
+    with pytest.raises(ValueError, match="target contains class -3"):
+        F.cross_entropy(Tensor(np.zeros((2, 5))), np.array([0, -3], dtype=np.int16))
 
 
 def test_cross_entropy_asks_for_integer_indices_when_given_float_labels():

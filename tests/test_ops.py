@@ -196,6 +196,20 @@ def test_softmax_cross_entropy_with_indices_and_probabilities_matches_torch():
               torch_fn=lambda z: torch.nn.functional.cross_entropy(z, torch.tensor(target), reduction="none"))
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_softmax_cross_entropy_reduces_inside_one_node_like_torch(reduction, smoothing):
+    labels = np.array([2, 0, 1, 2])
+    probabilities = np.random.default_rng(1).dirichlet(np.ones(3), size=4)
+    for target in (labels, probabilities):
+        check(lambda z: ops.softmax_cross_entropy(z, target, smoothing, reduction), [(4, 3)],
+              torch_fn=lambda z: torch.nn.functional.cross_entropy(
+                  z, torch.tensor(target), reduction=reduction, label_smoothing=smoothing))
+    z = bp.Tensor(np.zeros((4, 3)), requires_grad=True)
+    loss = ops.softmax_cross_entropy(z, labels, smoothing, reduction)
+    assert loss._op == "softmax_cross_entropy" and loss._parents[0][0] is z
+
+
 def test_softmax_cross_entropy_is_stable_at_huge_logits():
     z = bp.Tensor(np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0]]), requires_grad=True)
     loss = ops.softmax_cross_entropy(z, np.array([1, 2])).sum()
