@@ -206,31 +206,32 @@ class Sequential(Module):
     """
 
     def __init__(self, *modules):
+        self._layers = []  # the children in order, also attributes "0", "1", ... (the tree's names)
         for module in modules:
             self.append(module)
 
     def append(self, module):
         if not isinstance(module, Module):
             raise TypeError(f"Sequential: expected a Module; got {type(module).__name__}")
-        setattr(self, str(len(self)), module)
+        setattr(self, str(len(self._layers)), module)
+        self._layers.append(module)
         return self
 
     def forward(self, input):
-        for module in self:
+        for module in self._layers:
             input = module(input)
         return input
 
     def __len__(self):
-        return sum(1 for _ in self.children())
+        return len(self._layers)
 
     def __iter__(self):
-        return self.children()
+        return iter(self._layers)
 
     def __getitem__(self, index):
-        modules = list(self.children())
         if isinstance(index, slice):
-            return Sequential(*modules[index])
-        return modules[index]
+            return Sequential(*self._layers[index])
+        return self._layers[index]
 
     def config(self):
         """``{"type": "Sequential", "layers": [config of each layer, ...]}``."""
