@@ -58,9 +58,10 @@ class Adam(Optimizer):
                 v += xp.multiply(xp.square(g, out=work), 1 - beta2, out=work)
                 if group["amsgrad"]:
                     v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                step_size = lr / (1 - beta1**t)
+                # γ/(1 − β1^t) · m / (√v / c + ε) = (γ c / (1 − β1^t)) · m / (√v + ε c), c = √(1 − β2^t):
+                # the bias correction folded into two scalars saves a pass over the weights.
+                c = (1 - beta2**t) ** 0.5
                 denom = xp.sqrt(v, out=work)
-                denom /= (1 - beta2**t) ** 0.5
-                denom += eps
-                p.data -= xp.multiply(xp.divide(m, denom, out=work), step_size, out=work)
+                denom += eps * c
+                p.data -= xp.multiply(xp.divide(m, denom, out=work), lr * c / (1 - beta1**t), out=work)
         return loss
