@@ -18,6 +18,8 @@ class Adam(Optimizer):
         θ ← θ − γ / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
     """
 
+    decoupled_weight_decay = False  # AdamW: λ shrinks θ directly instead of entering g
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False):
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -50,7 +52,9 @@ class Adam(Optimizer):
                 t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
                 work = self._scratch(p)
                 g = p.grad
-                if lam != 0:
+                if lam != 0 and self.decoupled_weight_decay:
+                    p.data *= 1 - lr * lam
+                elif lam != 0:
                     g = xp.add(g, xp.multiply(p.data, lam, out=work), out=self._scratch(p, 1))
                 m *= beta1
                 m += xp.multiply(g, 1 - beta1, out=work)

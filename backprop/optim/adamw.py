@@ -1,10 +1,9 @@
 """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019)."""
 
-from backprop.backend import xp
-from backprop.optim.optimizer import Optimizer
+from backprop.optim.adam import Adam
 
 
-class AdamW(Optimizer):
+class AdamW(Adam):
     r"""``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False)``
 
     Adam whose weight decay λ shrinks the parameter directly instead of entering the
@@ -19,48 +18,7 @@ class AdamW(Optimizer):
         θ ← θ − γ / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
-        super().__init__(params, defaults)
+    decoupled_weight_decay = True
 
-    def step(self, closure=None):
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps, lam = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = xp.zeros_like(p.data)
-                    state["exp_avg_sq"] = xp.zeros_like(p.data)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = xp.zeros_like(p.data)
-                state["step"] += 1
-                t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-                work, g = self._scratch(p), p.grad
-                p.data *= 1 - lr * lam
-                m *= beta1
-                m += xp.multiply(g, 1 - beta1, out=work)
-                v *= beta2
-                v += xp.multiply(xp.square(g, out=work), 1 - beta2, out=work)
-                if group["amsgrad"]:
-                    v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                # γ/(1 − β1^t) · m / (√v / c + ε) = (γ c / (1 − β1^t)) · m / (√v + ε c), c = √(1 − β2^t):
-                # the bias correction folded into two scalars saves a pass over the weights.
-                c = (1 - beta2**t) ** 0.5
-                denom = xp.sqrt(v, out=work)
-                denom += eps * c
-                p.data -= xp.multiply(xp.divide(m, denom, out=work), lr * c / (1 - beta1**t), out=work)
-        return loss
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
