@@ -121,6 +121,9 @@ class Tensor:
             raise ValueError(f"item() needs a Tensor with one element; got shape {self.shape}")
         return self.data.item()
 
+    def __float__(self):
+        return float(self.item())
+
     def tolist(self):
         return self.data.tolist()
 

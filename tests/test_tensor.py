@@ -164,3 +164,6 @@ def test_item_and_numpy_and_repr():
     assert "Tensor(" in repr(t)
     with pytest.raises(ValueError, match="one element"):
         bp.Tensor([1.0, 2.0]).item()
+    assert float(bp.Tensor([[2.5]])) == 2.5 and f"{float(bp.Tensor(0.25)):.2f}" == "0.25"
+    with pytest.raises(ValueError, match="one element"):
+        float(bp.Tensor([1.0, 2.0]))
