@@ -19,7 +19,6 @@ def test_readme_has_python_examples():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # GridSearchCV's short fits
 def test_readme_python_examples_run_in_order(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("sklearn")
     monkeypatch.chdir(tmp_path)
     namespace = {}
     for number, block in enumerate(python_blocks(), start=1):
