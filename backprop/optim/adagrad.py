@@ -45,8 +45,7 @@ class Adagrad(Optimizer):
                     state["sum"] = xp.full_like(p.data, group["initial_accumulator_value"])
                 state["step"] += 1
                 s, work, g = state["sum"], self._scratch(p), p.grad
-                if lam != 0:
-                    g = xp.add(g, xp.multiply(p.data, lam, out=work), out=self._scratch(p, 1))
+                g = self._weight_decayed(p, g, lam)
                 clr = lr / (1 + (state["step"] - 1) * eta)
                 s += xp.square(g, out=work)
                 d = xp.sqrt(s, out=work)

@@ -54,8 +54,8 @@ class Adam(Optimizer):
                 g = p.grad
                 if lam != 0 and self.decoupled_weight_decay:
                     p.data *= 1 - lr * lam
-                elif lam != 0:
-                    g = xp.add(g, xp.multiply(p.data, lam, out=work), out=self._scratch(p, 1))
+                else:
+                    g = self._weight_decayed(p, g, lam)
                 m *= beta1
                 m += xp.multiply(g, 1 - beta1, out=work)
                 v *= beta2

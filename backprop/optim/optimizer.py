@@ -100,6 +100,12 @@ class Optimizer:
             work = self._work[p, i] = xp.empty_like(p.data)
         return work
 
+    def _weight_decayed(self, p, g, lam, slot=1):
+        """g + λθ (L2 weight decay entering the gradient) in work array ``slot``; g when λ = 0."""
+        if lam == 0:
+            return g
+        return xp.add(g, xp.multiply(p.data, lam, out=self._scratch(p, 1 - slot)), out=self._scratch(p, slot))
+
     def state_dict(self):
         """A snapshot of the optimizer in PyTorch's form, storable without pickle.
 

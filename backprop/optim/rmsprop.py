@@ -57,8 +57,7 @@ class RMSprop(Optimizer):
                         state["grad_avg"] = xp.zeros_like(p.data)
                 state["step"] += 1
                 v, work, g = state["square_avg"], self._scratch(p), p.grad
-                if lam != 0:
-                    g = xp.add(g, xp.multiply(p.data, lam, out=work), out=self._scratch(p, 1))
+                g = self._weight_decayed(p, g, lam)
                 v *= alpha
                 v += xp.multiply(xp.square(g, out=work), 1 - alpha, out=work)
                 if group["centered"]:

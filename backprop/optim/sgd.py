@@ -43,8 +43,7 @@ class SGD(Optimizer):
                 g = p.grad
                 if group["maximize"]:
                     g = xp.negative(g, out=self._scratch(p))
-                if lam != 0:
-                    g = xp.add(g, xp.multiply(p.data, lam, out=self._scratch(p, 1)), out=self._scratch(p))
+                g = self._weight_decayed(p, g, lam, slot=0)
                 if mu != 0:
                     state = self.state[p]
                     b = state.get("momentum_buffer")
