@@ -17,7 +17,8 @@ import numbers
 
 from backprop.backend import xp
 from backprop.random import generator
-from backprop.tensor import Tensor, _as_array, no_grad
+from backprop.nn.module import evaluating
+from backprop.tensor import Tensor, _as_array
 
 __all__ = [
     "Dataset",
@@ -145,13 +146,8 @@ class MisclassifiedSampler(Sampler):
         from backprop.metrics import predicted_classes, target_classes
 
         features, targets = _whole(self.dataset)[:2]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with no_grad():
-                output = self.model(Tensor(features)).data
-        finally:
-            self.model.train(was_training)
+        with evaluating(self.model):
+            output = self.model(Tensor(features)).data
         wrong = xp.flatnonzero(predicted_classes(output, self.threshold) != target_classes(targets, output))
         return wrong[generator().permutation(len(wrong))]
 

@@ -1,4 +1,5 @@
-"""Learning curves as a PNG: ``plot_history(history, path)``.
+"""Training plots as PNGs: learning curves (``plot_history``) and gradient norms per layer
+(``plot_gradient_flow``, drawn by the ``GradientFlow`` callback). Host-side code.
 
 The figure is drawn on matplotlib's Agg canvas directly (``matplotlib.figure.Figure``,
 not ``pyplot``), so it needs no display and leaves the user's pyplot backend and
@@ -41,4 +42,32 @@ def plot_history(history, path, title=None):
     return path
 
 
-__all__ = ["plot_history"]
+def plot_gradient_flow(norms, path):
+    """Two panels: each layer's gradient norm against the epoch, and against depth.
+
+    ``norms`` maps a weight's name to its mean gradient norm per epoch (``GradientFlow.norms``)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    if not any(norms.values()):
+        raise ValueError("GradientFlow.plot: no epoch has been recorded yet")
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    by_epoch, by_layer = fig.subplots(1, 2)
+    for name, series in norms.items():
+        by_epoch.plot(range(1, len(series) + 1), series, marker="o" if len(series) < 30 else None, label=name)
+    by_epoch.set(xlabel="epoch", ylabel="mean ||dL/dW|| per batch", yscale="log", title="gradient norm per layer")
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_epoch.legend(fontsize=8)
+    names = list(norms)
+    for index, label in ((0, "first epoch"), (-1, "last epoch")):
+        by_layer.plot(range(1, len(names) + 1), [norms[n][index] for n in names], marker="o", label=label)
+    by_layer.set(xlabel="layer (input to output)", ylabel="||dL/dW||", yscale="log", title="gradient norm by depth")
+    by_layer.set_xticks(range(1, len(names) + 1), names, rotation=45, fontsize=8)
+    by_layer.legend(fontsize=8)
+    for ax in (by_epoch, by_layer):
+        ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=100, format="png")
+    return path
+
+
+__all__ = ["plot_history", "plot_gradient_flow"]

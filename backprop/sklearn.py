@@ -40,34 +40,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-ACTIVATIONS = {
-    "relu": "ReLU",
-    "tanh": "Tanh",
-    "logistic": "Sigmoid",
-    "sigmoid": "Sigmoid",
-    "identity": None,
-    "leaky_relu": "LeakyReLU",
-    "gelu": "GELU",
-}
+from backprop.nn import ACTIVATIONS, mlp
+from backprop.pipeline import probabilities
+
 SOLVERS = ("adam", "sgd", "adamw", "rmsprop", "adagrad")
-
-
-def mlp(sizes, activation="relu", dtype=None):
-    """``Sequential(Linear(sizes[0], sizes[1]), act, ..., Linear(sizes[-2], sizes[-1]))``: the
-    multilayer perceptron used by the estimators and by ``backprop train``, with the
-    activation after every layer but the last (the output stays a logit / value)."""
-    from backprop import nn
-
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
-    layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers.append(nn.Linear(n_in, n_out, dtype=dtype))
-        if ACTIVATIONS[activation]:
-            layers.append(getattr(nn, ACTIVATIONS[activation])())
-    if ACTIVATIONS[activation]:
-        layers.pop()
-    return nn.Sequential(*layers)
 
 
 class _BaseMLP(BaseEstimator):
@@ -298,13 +274,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``: softmax of the logits
         (or [1 - sigmoid(z), sigmoid(z)] for two classes)."""
-        from scipy.special import expit, softmax
-
-        z = self._outputs(X).astype(np.float64)
-        if len(self.classes_) == 2:
-            p = expit(z[:, 0])
-            return np.stack([1 - p, p], axis=1)
-        return softmax(z, axis=1)
+        return probabilities(self._outputs(X))
 
     def predict_log_proba(self, X):
         return np.log(self.predict_proba(X))

@@ -105,6 +105,17 @@ class Tensor:
     size = property(lambda self: self.data.size)
     is_leaf = property(lambda self: self._op is None)
 
+    @property
+    def op(self):
+        """The name of the operation that computed this Tensor; None for a leaf."""
+        return self._op
+
+    @property
+    def inputs(self):
+        """The Tensors this one was computed from, in the graph (empty for a leaf, and once
+        ``backward()`` has released the graph)."""
+        return tuple(parent for parent, _ in self._parents)
+
     def __len__(self):
         return len(self.data)
 

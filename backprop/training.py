@@ -10,24 +10,31 @@ mean over the examples of the epoch of the per-batch values (losses with
 ``reduction='mean'``), as Keras reports it; ``val_loss`` and ``val_<metric>`` are
 computed on the validation set with the weights at the end of the epoch.
 
-Callbacks hook into the loop (``Callback``); ``EarlyStopping`` trains until the
-monitored value stops improving and restores the best weights, ``LRScheduler`` steps
-a learning-rate scheduler each epoch, ``ModelCheckpoint`` writes resumable
-checkpoints atomically.
+Callbacks hook into the loop (``Callback``, in ``backprop.callbacks``, re-exported here).
 """
 
-import contextlib
 import math
 import numbers
 import sys
 
 from backprop.backend import xp
+from backprop.callbacks import Callback, EarlyStopping, GradientFlow, GradientWarning, LRScheduler, ModelCheckpoint
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
-from backprop.io import save_checkpoint
 from backprop.metrics import METRICS
-from backprop.tensor import Tensor, _as_array, no_grad
+from backprop.nn.module import evaluating, parameter_dtype
+from backprop.tensor import Tensor, _as_array
 
-__all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "LRScheduler", "ModelCheckpoint"]
+__all__ = [
+    "fit",
+    "evaluate",
+    "History",
+    "Callback",
+    "EarlyStopping",
+    "LRScheduler",
+    "ModelCheckpoint",
+    "GradientFlow",
+    "GradientWarning",
+]
 
 
 class History:
@@ -50,134 +57,6 @@ class History:
     def __repr__(self):
         last = {key: round(values[-1], 4) for key, values in self.history.items()}
         return f"History(epochs={len(self.epoch)}, last={last})"
-
-
-class Callback:
-    """Hooks that ``fit`` calls; subclasses override the ones they need.
-
-    Before training, ``fit`` sets ``self.model``, ``self.optimizer``, ``self.history``
-    and ``self.stop_training = False``. A callback that sets ``self.stop_training =
-    True`` ends training after the current epoch. ``logs`` holds the current values:
-    ``{"loss": ...}`` for a batch, and at an epoch's end the epoch's loss, metrics and
-    validation values.
-    """
-
-    def on_train_begin(self, logs=None):
-        pass
-
-    def on_epoch_begin(self, epoch, logs=None):
-        pass
-
-    def on_batch_end(self, batch, logs=None):
-        pass
-
-    def on_epoch_end(self, epoch, logs=None):
-        pass
-
-    def on_train_end(self, logs=None):
-        pass
-
-
-def _monitored(owner, monitor, logs):
-    """``logs[monitor]``; no ``monitor`` means "val_loss" when validating, else "loss"."""
-    monitor = monitor or ("val_loss" if "val_loss" in logs else "loss")
-    if monitor not in logs:
-        raise ValueError(
-            f"{owner}: monitor {monitor!r} is not among the logged values {sorted(logs)}; "
-            "pass val= to fit to get val_ values, or monitor another one"
-        )
-    return logs[monitor]
-
-
-class _Monitor:
-    """Tracks the best value of a logged quantity: lower is better, or higher for accuracy."""
-
-    def __init__(self, owner, monitor, mode, min_delta):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max'; got {mode!r}")
-        if not isinstance(min_delta, numbers.Real) or min_delta < 0:
-            raise ValueError(f"{owner}: min_delta must be a number >= 0; got {min_delta!r}")
-        self.owner, self.monitor, self.min_delta = owner, monitor, float(min_delta)
-        self.maximize = mode == "max" or (mode == "auto" and monitor is not None and monitor.endswith("accuracy"))
-        self.best = None
-
-    def improved(self, logs):
-        """Whether the monitored value of ``logs`` beats the best so far (and record it if so)."""
-        value = _monitored(self.owner, self.monitor, logs)
-        sign = -1.0 if self.maximize else 1.0
-        if self.best is None or sign * value < sign * self.best - self.min_delta:
-            self.best = value
-            return True
-        return False
-
-
-class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    epochs in a row: training until convergence. ``mode`` 'min' or 'max' says which way
-    is better ('auto': max for accuracies, min otherwise). With ``restore_best``, the
-    weights of the best epoch are put back when training ends. ``best_epoch`` and
-    ``best`` say which epoch and value that was."""
-
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", restore_best=True):
-        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0; got {patience!r}")
-        self.monitor, self.patience, self.min_delta, self.mode = monitor, int(patience), min_delta, mode
-        self.restore_best = restore_best
-        _Monitor("EarlyStopping", monitor, mode, min_delta)  # validate now, not at the first epoch
-
-    def on_train_begin(self, logs=None):
-        self._tracker = _Monitor("EarlyStopping", self.monitor, self.mode, self.min_delta)
-        self.best = self.best_epoch = self._best_state = None
-        self.wait = 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._tracker.improved(logs):
-            self.best, self.best_epoch, self.wait = self._tracker.best, epoch, 0
-            if self.restore_best:
-                self._best_state = self.model.state_dict()
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                self.stop_training = True
-
-    def on_train_end(self, logs=None):
-        if self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
-
-
-class LRScheduler(Callback):
-    """Step a learning-rate scheduler at the end of every epoch. ``ReduceLROnPlateau``
-    is given the monitored value (``monitor``; default "val_loss" when validating, else "loss")."""
-
-    def __init__(self, scheduler, monitor=None):
-        self.scheduler, self.monitor = scheduler, monitor
-
-    def on_epoch_end(self, epoch, logs=None):
-        from backprop.optim.lr_scheduler import ReduceLROnPlateau
-
-        if not isinstance(self.scheduler, ReduceLROnPlateau):
-            self.scheduler.step()
-            return
-        self.scheduler.step(_monitored("LRScheduler", self.monitor, logs))
-
-
-class ModelCheckpoint(Callback):
-    """Write a checkpoint (``backprop.io.save_checkpoint``: weights, optimizer state,
-    epochs completed, random state) to ``path`` at the end of each epoch, or only when
-    ``monitor`` improved with ``save_best_only``. Each write is atomic: a temporary file
-    then a rename, so a kill never leaves a half-written checkpoint. Resume with
-    ``backprop.io.load_checkpoint`` and ``fit(..., initial_epoch=checkpoint["epoch"])``."""
-
-    def __init__(self, path, monitor=None, save_best_only=False, mode="auto"):
-        self.path, self.monitor, self.save_best_only, self.mode = path, monitor, save_best_only, mode
-        _Monitor("ModelCheckpoint", monitor, mode, 0.0)
-
-    def on_train_begin(self, logs=None):
-        self._tracker = _Monitor("ModelCheckpoint", self.monitor, self.mode, 0.0)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.save_best_only or self._tracker.improved(logs):
-            save_checkpoint(self.path, self.model, self.optimizer, epoch + 1)
 
 
 # -- fit and evaluate -----------------------------------------------------------------------
@@ -221,7 +100,7 @@ def fit(
             raise TypeError(f"fit: callbacks must be Callback instances; got {type(callback).__name__}")
     metric_names = _check_metrics(metrics)
     threshold = _threshold(loss_fn)
-    dtype = _dtype(model)
+    dtype = parameter_dtype(model)
     train_loader = _loader("train", train, batch_size, shuffle, sampler, model, dtype, threshold)
     val_loader = None if val is None else _loader("val", val, batch_size, False, None, model, dtype, threshold)
     _probe(model, loss_fn, train_loader.dataset)
@@ -284,7 +163,7 @@ def evaluate(model, data, loss_fn=None, metrics=("accuracy",), batch_size=None):
     ``BCEWithLogitsLoss`` and at 0.5 otherwise (see ``backprop.metrics``)."""
     metric_names = _check_metrics(metrics)
     threshold = _threshold(loss_fn)
-    loader = _loader("data", data, batch_size, False, None, model, _dtype(model), threshold)
+    loader = _loader("data", data, batch_size, False, None, model, parameter_dtype(model), threshold)
     if len(loader.dataset) == 0:
         raise ValueError("evaluate: data has no examples")
     return _evaluate(model, loader, loss_fn, metric_names, threshold)
@@ -292,23 +171,11 @@ def evaluate(model, data, loss_fn=None, metrics=("accuracy",), batch_size=None):
 
 def _evaluate(model, loader, loss_fn, metric_names, threshold):
     totals = _Totals(metric_names, threshold, with_loss=loss_fn is not None)
-    with _evaluating(model):
+    with evaluating(model):
         for x, y in loader:
             output = model(x)
             totals.add(loss_fn(output, y).item() if loss_fn is not None else None, output.data, y.data)
     return totals.logs()
-
-
-@contextlib.contextmanager
-def _evaluating(model):
-    """Eval mode without recording a graph; then the model's mode as it was."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 class _Progress:
@@ -390,11 +257,6 @@ def _threshold(loss_fn):
     return 0.0 if isinstance(loss_fn, BCEWithLogitsLoss) else 0.5
 
 
-def _dtype(model):
-    parameter = next(iter(model.parameters()), None)
-    return parameter.dtype if parameter is not None else xp.float32
-
-
 def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):
     """A DataLoader for ``data``: an (X, y) pair, a Dataset or a DataLoader."""
     if isinstance(data, DataLoader):
@@ -433,7 +295,7 @@ def _probe(model, loss_fn, dataset):
     """Run one example through the model and the loss, so that a shape mismatch fails
     here in one sentence rather than deep inside the first step."""
     x, y = (Tensor(_as_array(field)[None]) for field in dataset[0][:2])
-    with _evaluating(model):
+    with evaluating(model):
         try:
             output = model(x)
         except (ValueError, TypeError, IndexError) as error:

@@ -11,7 +11,7 @@ import backprop as bp
 from backprop import explain, nn, optim
 from backprop.cli import main
 from backprop.datasets import load_dataset
-from backprop.explain import GradientFlow, GradientWarning, to_dot, trace, worked_example
+from backprop.explain import GradientFlow, GradientWarning, to_dot, trace, tracing, worked_example
 
 OUTPUTS, LOSSES, ACTIVATIONS = ("softmax", "sigmoid", "identity"), ("ce", "bce", "mse"), ("sigmoid", "tanh", "relu")
 VALID = [
@@ -336,10 +336,10 @@ def test_large_parameters_are_checked_on_a_sample_and_summarized_in_text_unless_
     model = nn.Sequential(nn.Linear(40, 30), nn.Sigmoid(), nn.Linear(30, 3))
     t = trace(model, nn.CrossEntropyLoss(), np.linspace(-1, 1, 40), 1)
     dW1 = t.stage("dW1")
-    assert dW1.checked == explain._CHECKED_ENTRIES < dW1.value.size and dW1.agrees
+    assert dW1.checked == tracing._CHECKED_ENTRIES < dW1.value.size and dW1.agrees
     assert json.loads(t.to_json())["numerical"]["dW1"][0].count(None) > 0  # unchecked entries are null
     text = t.to_text()
-    assert "(shape 30x40, norm" in text and "⋯" in text and f"({explain._CHECKED_ENTRIES} of 1200 entries)" in text
+    assert "(shape 30x40, norm" in text and "⋯" in text and f"({tracing._CHECKED_ENTRIES} of 1200 entries)" in text
     full = t.to_text(full=True)
     assert "⋯" not in full and len(full.splitlines()) > len(text.splitlines())
 

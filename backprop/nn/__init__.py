@@ -4,6 +4,7 @@ from backprop.nn import functional, init, utils
 from backprop.nn.layers import GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from backprop.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from backprop.nn.module import Module, Parameter, Sequential, from_config
+from backprop.nn.registry import ACTIVATIONS, LOSSES, mlp
 
 __all__ = [
     "Module",
@@ -25,6 +26,9 @@ __all__ = [
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "NLLLoss",
+    "ACTIVATIONS",
+    "LOSSES",
+    "mlp",
     "functional",
     "init",
     "utils",

@@ -11,10 +11,11 @@ a fixed table of the library's own classes: nothing named in a file is ever impo
 or evaluated.
 """
 
+import contextlib
 from collections import namedtuple
 
 from backprop.backend import xp
-from backprop.tensor import Tensor
+from backprop.tensor import Tensor, no_grad
 
 _BUILTIN = {}  # type name -> class: the only classes from_config builds
 
@@ -261,3 +262,21 @@ def from_config(config):
         return cls(**args)
     except TypeError as error:
         raise ValueError(f"from_config: bad args for {name} {args}: {error}") from None
+
+
+def parameter_dtype(model):
+    """The dtype of the model's first parameter (float32 for a model without parameters)."""
+    parameter = next(iter(model.parameters()), None)
+    return parameter.dtype if parameter is not None else xp.float32
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Eval mode without recording a graph; then the model's mode as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            yield
+    finally:
+        model.train(was_training)

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import click
 
-from backprop.cli import LayerSizes, _load_model, _model_data
+from backprop.cli.common import LayerSizes
+from backprop.explain import trace as trace_example
+from backprop.explain import worked_example
+from backprop.nn import LOSSES
+from backprop.pipeline import load_model, loss_module, model_data
 
 _WORKED_OPTIONS = ("layers", "activation", "output", "loss", "seed", "x", "y")
 _GRAPH_FORMATS = ("svg", "png", "pdf", "dot")
@@ -31,7 +35,7 @@ def _numbers(ctx, param, value):
 @click.option("--layers", type=LayerSizes(), default="2,2,2", show_default=True, help="Layer sizes from input to output.")
 @click.option("--activation", type=click.Choice(["sigmoid", "tanh", "relu"]), default="sigmoid", show_default=True, help="Hidden layers' activation.")
 @click.option("--output", type=click.Choice(["softmax", "sigmoid", "identity"]), default="softmax", show_default=True, help="Output layer's activation.")
-@click.option("--loss", type=click.Choice(["ce", "bce", "mse"]), default="ce", show_default=True, help="ce: -sum y log a; bce: binary cross-entropy; mse: sum (y - a)^2.")
+@click.option("--loss", type=click.Choice(list(LOSSES)), default="ce", show_default=True, help="ce: -sum y log a; bce: binary cross-entropy; mse: sum (y - a)^2.")
 @click.option("--lr", type=float, default=0.02, show_default=True, help="Learning rate of the update W := W - lr dW.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Draws the parameters (and x when not given).")
 @click.option("--x", "x", callback=_numbers, help="The input, comma-separated (default: drawn with the seed).")
@@ -43,7 +47,7 @@ def _numbers(ctx, param, value):
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="With --model: which example of --data.")
 @click.option("--full", is_flag=True, help="Print large matrices in full instead of their corners, norm and shape.")
 @click.option("--graph", type=click.Path(dir_okay=False), help="Also write the computation graph: out.svg, out.png, out.pdf (with Graphviz's dot) or out.dot.")
-def explain_command(layers, activation, output, loss, lr, seed, x, y, fmt, model, data, target, index, full, graph):
+def explain(layers, activation, output, loss, lr, seed, x, y, fmt, model, data, target, index, full, graph):
     """Work backpropagation through by hand: forward values, the loss, each stage of the
     chain rule with numbers (checked by finite differences), and the update.
 
@@ -53,15 +57,13 @@ def explain_command(layers, activation, output, loss, lr, seed, x, y, fmt, model
     backprop explain --x 0.5,-1 --y 0,1 --format latex > page.tex
     backprop explain --model model.npz --data digits --index 7
     """
-    from backprop import explain
-
     ctx = click.get_current_context()
     if graph is not None and Path(graph).suffix.lower().lstrip(".") not in _GRAPH_FORMATS:
         raise ValueError(f"--graph must name a .svg, .png, .pdf or .dot file; got {graph!r}")
     if model is None:
         if data is not None or target is not None or _given(ctx, "index"):
             raise ValueError("--data, --target and --index choose an example for --model; give --model too")
-        trace = explain.worked_example(layers, activation, output, loss, lr, seed, x, y)
+        trace = worked_example(layers, activation, output, loss, lr, seed, x, y)
     else:
         given = [f"--{name}" for name in _WORKED_OPTIONS if _given(ctx, name)]
         if given:
@@ -87,16 +89,14 @@ def _given(ctx, name):
 
 def _model_trace(path, data_name, target, index, lr):
     """The trace of example ``index`` of the data, standardized as in training, through the model."""
-    from backprop import explain, nn
-
-    model, meta = _load_model(path)
-    data, X, labels = _model_data(meta, data_name, target)
+    model, meta = load_model(path)
+    data, X, labels = model_data(meta, data_name, target)
     if index >= len(X):
         raise ValueError(f"--index must be below {len(X)}, the number of examples in {data.source}; got {index}")
-    loss_fn = {"ce": nn.CrossEntropyLoss, "bce": nn.BCEWithLogitsLoss, "mse": nn.MSELoss}[meta["loss"]]()
+    loss_fn = loss_module(meta["loss"])
     label = labels[index]
     y = int(label) if meta["loss"] == "ce" else [float(label)]
-    trace = explain.trace(model, loss_fn, X[index], y, lr)
+    trace = trace_example(model, loss_fn, X[index], y, lr)
     if meta["task"] == "classification":
         shown = f"label {meta['label_names'][int(label)]!r}"
     else:

@@ -1,0 +1,66 @@
+"""``backprop gradcheck``: a saved model's gradients against central differences."""
+
+import json
+
+import click
+import numpy as np
+
+from backprop.cli.common import json_option, model_option
+from backprop.gradcheck import numerical_gradient
+from backprop.pipeline import load_model, loss_module, model_data, targets
+from backprop.tensor import Tensor
+
+
+@click.command()
+@model_option
+@click.option("--data", default=None, help="Check on examples of this dataset (default: random standardized inputs).")
+@click.option("--examples", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--elements", type=click.IntRange(min=0), default=200, show_default=True, help="Entries checked per parameter, chosen at random (0: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+def gradcheck(model_path, data, examples, elements, seed, as_json):
+    """Check a saved model's gradients against central differences, in float64.
+
+    For each checked weight w, the backpropagated dL/dw is compared with
+    (L(w + eps) - L(w - eps)) / (2 eps), eps = 1e-5; the relative error is
+    |a - n| / max(|a|, |n|, 1e-6). The check passes (exit 0) when the worst is below 1e-4.
+    """
+    model, meta = load_model(model_path)
+    model.to(np.float64)
+    rng = np.random.default_rng(seed)
+    if data is not None:
+        _, X, y = model_data(meta, data, None)
+        rows = rng.choice(len(X), size=min(examples, len(X)), replace=False)
+        X, y = X[rows], y[rows]
+    else:
+        X = rng.standard_normal((examples, len(meta["feature_names"])))
+        classes = len(meta["label_names"] or [])
+        y = rng.integers(0, classes, size=examples) if meta["task"] == "classification" else rng.standard_normal(examples)
+    loss_fn = loss_module(meta["loss"])
+    x, target = Tensor(X.astype(np.float64)), targets(y, meta["loss"])
+    model.train(False)
+    model.zero_grad()
+    loss_fn(model(x), target).backward()
+    errors = {}
+    for name, parameter in model.named_parameters():
+        errors[name] = _worst_relative_error(lambda: loss_fn(model(x), target).item(), parameter, elements, rng)
+    worst = max(errors.values())
+    passed = worst < 1e-4
+    click.echo(f"{model_path}: {len(X)} examples, {type(loss_fn).__name__}, float64 central differences (eps 1e-5)")
+    for name, error in errors.items():
+        click.echo(f"  {name:<12} {str(model.state_dict()[name].shape):<10} worst relative error {error:.2e}")
+    click.echo(f"worst relative error {worst:.2e}: {'gradients match' if passed else 'GRADIENTS DIFFER'} (threshold 1e-4)")
+    if as_json:
+        click.echo(json.dumps({"worst_relative_error": worst, "passed": passed, "parameters": errors}))
+    if not passed:
+        raise click.exceptions.Exit(1)
+
+
+def _worst_relative_error(loss, parameter, elements, rng, eps=1e-5):
+    """max over checked entries of |analytic - numerical| / max(|analytic|, |numerical|, 1e-6)."""
+    size = parameter.data.size
+    entries = None if elements == 0 or elements >= size else rng.choice(size, elements, replace=False)
+    numerical = numerical_gradient(loss, parameter.data, eps, entries)
+    checked = ~np.isnan(numerical)
+    analytic, numerical = parameter.grad[checked], numerical[checked]
+    return float(np.max(abs(analytic - numerical) / np.maximum(np.maximum(abs(analytic), abs(numerical)), 1e-6)))

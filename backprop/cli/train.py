@@ -1,0 +1,136 @@
+"""``backprop train``: split, standardize, train a multilayer perceptron, save it with its metadata."""
+
+import json
+import time
+
+import click
+import numpy as np
+
+import backprop
+from backprop import nn, optim
+from backprop.cli.common import BatchSize, LayerSizes, format_scores, json_option, positive, writable
+from backprop.datasets import load_dataset
+from backprop.pipeline import check_target, loss_module, scores, split, targets, training_data
+from backprop.plots import plot_history
+from backprop.training import EarlyStopping, GradientFlow
+
+OPTIMIZERS = {  # --optimizer: (backprop.optim class, its extra arguments)
+    "sgd": ("SGD", {}),
+    "momentum": ("SGD", {"momentum": 0.9}),
+    "nesterov": ("SGD", {"momentum": 0.9, "nesterov": True}),
+    "rmsprop": ("RMSprop", {}),
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {}),
+    "adagrad": ("Adagrad", {}),
+}
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3, "adagrad": 0.01}
+ACTIVATION_CHOICES = [name for name in nn.ACTIVATIONS if name not in ("logistic", "identity")]  # --activation
+
+
+def _describe(data):
+    kind = f"{data.n_classes} classes" if data.task == "classification" else "a continuous target"
+    return f"{data.source}: {len(data.X)} examples, {data.X.shape[1]} features, {kind}"
+
+
+def _architecture(model):
+    parts = []
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            parts.append(f"Linear({layer.in_features}, {layer.out_features})")
+        else:
+            parts.append(type(layer).__name__)
+    return " -> ".join(parts)
+
+
+@click.command()
+@click.option("--data", default="digits", show_default=True, help="A built-in dataset name, or a .csv, .npz or MNIST IDX folder path.")
+@click.option("--target", default=None, help="The CSV column to predict (default: the last).")
+@click.option("--hidden", type=LayerSizes(), default="128", show_default=True, help="Hidden layer sizes, e.g. 64,32 ('none': no hidden layer).")
+@click.option("--activation", type=click.Choice(ACTIVATION_CHOICES), default="relu", show_default=True)
+@click.option("--loss", type=click.Choice(["auto", *nn.LOSSES]), default="auto", show_default=True, help="auto: ce for classes, mse for numbers; bce for 2 classes.")
+@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="adam", show_default=True, help="momentum/nesterov: SGD with momentum 0.9.")
+@click.option("--lr", type=float, default=None, callback=positive, help="Learning rate [default: 0.1 sgd, 0.01 momentum, nesterov, adagrad; 0.001 others].")
+@click.option("--batch-size", type=BatchSize(), default="32", show_default=True, help="Examples per step, or 'full' (full-batch descent).")
+@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True, help="At most this many epochs.")
+@click.option("--early-stopping", "patience", type=click.IntRange(min=0), default=10, show_default=True, help="Stop after this many epochs without a better validation loss (0: never); the best weights are kept.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="Share of the examples held out to choose the epoch (early stopping).")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Share of the examples held out for the final test.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, the initialization and the shuffling.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="model.npz", show_default=True, callback=writable, help="Where to save the trained model.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=writable, help="Write the learning curves to this PNG.")
+@click.option("--grad-report", type=click.Path(dir_okay=False), default=None, callback=writable, help="Write per-layer gradient norms per epoch to this PNG and warn of vanishing or exploding gradients.")
+@json_option
+def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epochs, patience, val_fraction, test_fraction, seed, dtype, out, plot, grad_report, as_json):
+    """Train a multilayer perceptron and save it with what evaluate and predict need."""
+    if val_fraction + test_fraction >= 1:
+        raise click.BadParameter(f"--val-fraction + --test-fraction must be below 1; got {val_fraction + test_fraction:g}")
+    started = time.perf_counter()
+    task = {"auto": None, "ce": "classification", "bce": "classification", "mse": "regression"}[loss]
+    dataset = check_target(load_dataset(data, target=target, task=task).check_trainable(), target)
+    loss = loss if loss != "auto" else ("ce" if dataset.task == "classification" else "mse")
+    if loss == "bce" and dataset.n_classes != 2:
+        raise ValueError(f"--loss bce needs a target with 2 classes; {dataset.source} has {dataset.n_classes}")
+    click.echo(f"data    {_describe(dataset)}")
+
+    train_rows, val_rows, test_rows = split(dataset, val_fraction, test_fraction, seed)
+    X, y, meta = training_data(dataset, loss, dtype, train_rows)
+    rows_of = {"train": train_rows, "val": val_rows, "test": test_rows}
+    click.echo("split   " + ", ".join(f"{len(rows)} {name}" for name, rows in rows_of.items()) + (" (stratified)" if dataset.task == "classification" else ""))
+
+    backprop.manual_seed(seed)
+    outputs = {"ce": dataset.n_classes, "bce": 1, "mse": 1}[loss]
+    model = nn.mlp((X.shape[1], *hidden, outputs), activation, dtype=getattr(np, dtype))
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    name, extra = OPTIMIZERS[optimizer]
+    opt = getattr(optim, name)(model.parameters(), lr=lr, **extra)
+    loss_fn = loss_module(loss)
+    click.echo(f"model   {_architecture(model)}; {type(loss_fn).__name__}; {name}(lr={lr:g}{''.join(f', {k}={v}' for k, v in extra.items())})")
+
+    has_val = len(val_rows) > 0
+    callbacks = []
+    if patience:
+        callbacks.append(EarlyStopping(monitor="val_loss" if has_val else "loss", patience=patience, restore_best=True))
+    if grad_report:
+        flow = GradientFlow(plot_path=grad_report)
+        callbacks.append(flow)
+    metrics = ("accuracy",) if dataset.task == "classification" else ()
+    history = backprop.fit(
+        model,
+        loss_fn,
+        opt,
+        (X[train_rows], targets(y[train_rows], loss)),
+        epochs,
+        val=(X[val_rows], targets(y[val_rows], loss)) if has_val else None,
+        batch_size=batch_size,
+        metrics=metrics,
+        callbacks=callbacks,
+        progress=True,
+    )
+    trained = len(history.epoch)
+    best = callbacks[0].best_epoch + 1 if patience and callbacks[0].best_epoch is not None else trained
+    seconds = time.perf_counter() - started
+    stopped = f", stopped early, best epoch {best} kept" if history.stopped_epoch is not None and trained < epochs else ""
+    click.echo(f"trained {trained} epochs in {seconds:.1f} s{stopped}")
+
+    results = {"data": dataset.source, "task": dataset.task, "epochs": trained, "best_epoch": best}
+    for name, rows in rows_of.items():
+        if len(rows):
+            scored = scores(model, meta, X[rows], y[rows])
+            click.echo(f"{name:<7} {format_scores(scored)}")
+            prefix = "" if name == "train" else f"{name}_"
+            results.update({prefix + key: value for key, value in scored.items()})
+    meta.update({key: results[key] for key in results if key.startswith("test_")})
+    backprop.save(model, out, metadata=meta)
+    click.echo(f"saved   {out}")
+    results["model"] = out
+    if plot:
+        plot_history(history, plot, title=f"{dataset.source}: {_architecture(model)}")
+        click.echo(f"plot    {plot}")
+        results["plot"] = plot
+    if grad_report:
+        click.echo(f"grads   {grad_report}\n{flow.report()}")
+        results["grad_report"] = grad_report
+    results["seconds"] = round(time.perf_counter() - started, 3)
+    if as_json:
+        click.echo(json.dumps(results))

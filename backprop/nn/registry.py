@@ -1,0 +1,47 @@
+"""The names of activations and losses, and the multilayer perceptron built from them.
+
+One table each, read by the command (``--activation``, ``--loss``), the scikit-learn
+estimators (``activation=``) and ``explain``: a name maps to the module class.
+``mlp`` builds the network of ``Linear`` layers that ``backprop train`` and the
+estimators train.
+"""
+
+from backprop.nn.layers import GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from backprop.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from backprop.nn.module import Sequential
+
+ACTIVATIONS = {  # hidden-layer activations by name ("logistic" is scikit-learn's name for the sigmoid)
+    "relu": ReLU,
+    "tanh": Tanh,
+    "logistic": Sigmoid,
+    "sigmoid": Sigmoid,
+    "identity": Identity,
+    "leaky_relu": LeakyReLU,
+    "gelu": GELU,
+}
+LOSSES = {  # the losses on a network's raw outputs: ce and bce take logits, mse values
+    "ce": CrossEntropyLoss,
+    "bce": BCEWithLogitsLoss,
+    "mse": MSELoss,
+}
+
+
+def mlp(sizes, activation="relu", dtype=None):
+    """``Sequential(Linear(sizes[0], sizes[1]), act, ..., Linear(sizes[-2], sizes[-1]))``: the
+    multilayer perceptron used by the estimators and by ``backprop train``, with the
+    activation after every layer but the last (the output stays a logit / value);
+    ``"identity"`` adds no activation modules at all."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    act = ACTIVATIONS[activation]
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers.append(Linear(n_in, n_out, dtype=dtype))
+        if act is not Identity:
+            layers.append(act())
+    if act is not Identity:
+        layers.pop()
+    return Sequential(*layers)
+
+
+__all__ = ["ACTIVATIONS", "LOSSES", "mlp"]

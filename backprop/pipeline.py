@@ -1,0 +1,165 @@
+"""The data pipeline around a trained model, shared by the command, ``explain`` and the estimators.
+
+Host-side code: NumPy on purpose. A model saved by ``backprop train`` carries in
+``model.metadata`` what a later command needs to use it: the task, the loss, the
+feature names and their standardization statistics (mean, std over the training
+split), the target's name and the original label names (``training_data`` writes
+it, ``load_model`` checks it, ``model_data`` applies it to new data).
+"""
+
+import numpy as np
+from scipy.special import expit, softmax
+
+from backprop.datasets import load_dataset
+from backprop.io import load
+from backprop.nn import LOSSES
+from backprop.nn.module import evaluating, parameter_dtype
+from backprop.tensor import Tensor
+from backprop.training import evaluate
+
+METADATA_KEYS = {"task", "loss", "feature_names", "feature_mean", "feature_std"}  # what every saved model has
+
+
+def check_target(data, target):
+    """A target name given for data with one fixed target may only name that target."""
+    if target is not None and target != data.target_name:
+        raise ValueError(
+            f"--target {target}: only CSV files have named columns; the target of {data.source} is {data.target_name!r}"
+        )
+    return data
+
+
+def split(data, val_fraction, test_fraction, seed):
+    """Index arrays (train, val, test), stratified by class when every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    def cut(indices, fraction):
+        if fraction == 0:
+            return indices, indices[:0]
+        stratify = data.y[indices] if data.task == "classification" else None
+        try:
+            return train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
+        except ValueError:  # a class too small to stratify: a plain random split
+            return train_test_split(indices, test_size=fraction, random_state=seed)
+
+    rest, test = cut(np.arange(len(data.X)), test_fraction)
+    train, val = cut(rest, val_fraction / (1 - test_fraction))
+    return train, val, test
+
+
+def training_data(data, loss, dtype, train_rows):
+    """(X, y, metadata) for training on ``data``: features standardized with the mean and
+    std of the training rows (a constant feature is centred, not scaled), a continuous
+    target likewise, and the metadata that records both."""
+    mean = data.X[train_rows].mean(axis=0)
+    std = data.X[train_rows].std(axis=0)
+    std[std == 0] = 1.0
+    meta = {
+        "task": data.task,
+        "loss": loss,
+        "dtype": dtype,
+        "feature_names": data.feature_names,
+        "feature_mean": mean.tolist(),
+        "feature_std": std.tolist(),
+        "target": data.target_name,
+        "label_names": data.label_names,
+        "data": data.source,
+    }
+    y = data.y
+    if data.task == "regression":
+        meta["target_mean"] = float(data.y[train_rows].mean())
+        meta["target_std"] = float(data.y[train_rows].std()) or 1.0
+        y = (y - meta["target_mean"]) / meta["target_std"]
+    return (data.X - mean) / std, y, meta
+
+
+def targets(y, loss):
+    """Targets as the loss takes them: class indices (ce), a float column (bce, mse)."""
+    return y if loss == "ce" else y.astype(np.float64).reshape(-1, 1)
+
+
+def loss_module(loss):
+    """The loss module for a loss name of ``backprop.nn.LOSSES`` (ce, bce, mse)."""
+    return LOSSES[loss]()
+
+
+def load_model(path):
+    """(model, metadata) of a model saved by ``backprop train``."""
+    model = load(path)
+    meta = getattr(model, "metadata", None) or {}
+    if not METADATA_KEYS <= meta.keys():
+        missing = ", ".join(sorted(METADATA_KEYS - meta.keys()))
+        raise ValueError(f"{path}: not a model saved by 'backprop train' (its metadata lacks {missing})")
+    return model, meta
+
+
+def model_data(meta, data_name, target, require_target=True):
+    """Data for a trained model: its features (CSV columns by name), standardized as in training,
+    and targets mapped to the model's classes (y is None when the data has no target)."""
+    data = load_dataset(
+        data_name,
+        target=target or meta.get("target"),
+        task=meta["task"],
+        features=meta["feature_names"],
+        require_target=require_target,
+    )
+    check_target(data, target)
+    expected = len(meta["feature_names"])
+    if data.X.shape[1] != expected:
+        raise ValueError(f"the model takes {expected} features; {data.source} has {data.X.shape[1]}")
+    X = (data.X - np.asarray(meta["feature_mean"])) / np.asarray(meta["feature_std"])
+    y = data.y
+    if y is not None and meta["task"] == "classification":
+        known = {name: k for k, name in enumerate(meta["label_names"])}
+        unknown = [name for name in data.label_names if name not in known]
+        if unknown:
+            raise ValueError(
+                f"{data.source} has labels the model was not trained on ({', '.join(unknown[:5])}); "
+                f"it knows {', '.join(meta['label_names'][:20])}"
+            )
+        y = np.array([known[name] for name in data.label_names], dtype=np.int64)[y]
+    elif y is not None:
+        y = (y - meta["target_mean"]) / meta["target_std"]
+    return data, X, y
+
+
+def outputs(model, X):
+    """The model's outputs for the rows of X, in eval mode without a graph."""
+    with evaluating(model):
+        return model(Tensor(X.astype(parameter_dtype(model)))).data
+
+
+def probabilities(logits):
+    """Class probabilities from logits: softmax over the columns, or for one column z
+    (two classes) the columns [1 - sigmoid(z), sigmoid(z)]."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[1] == 1:
+        p1 = expit(logits[:, 0])
+        return np.stack([1 - p1, p1], axis=1)
+    return softmax(logits, axis=1)
+
+
+def scores(model, meta, X, y):
+    """{"loss", "accuracy"} (classification) or {"loss", "mae", "r2"} in the target's own units."""
+    if meta["task"] == "classification":
+        return evaluate(model, (X, targets(y, meta["loss"])), loss_module(meta["loss"]), metrics=("accuracy",))
+    scale = meta["target_std"]
+    error = (outputs(model, X).reshape(-1) - y) * scale
+    variance = float(np.var(y * scale))
+    mse = float(np.mean(error**2))
+    return {"loss": mse, "mae": float(np.mean(np.abs(error))), "r2": 1 - mse / variance if variance > 0 else 0.0}
+
+
+__all__ = [
+    "METADATA_KEYS",
+    "check_target",
+    "split",
+    "training_data",
+    "targets",
+    "loss_module",
+    "load_model",
+    "model_data",
+    "outputs",
+    "probabilities",
+    "scores",
+]
