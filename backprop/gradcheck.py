@@ -10,11 +10,19 @@ from backprop.backend import xp
 from backprop.tensor import Tensor, no_grad
 
 
+ATOL, RTOL = 1e-5, 1e-3  # the one agreement tolerance (PyTorch's gradcheck defaults)
+
+
+def agrees(analytic, numerical, atol=ATOL, rtol=RTOL):
+    """Elementwise: does the analytic gradient match the numerical one, |a - n| <= atol + rtol |n|?"""
+    return abs(analytic - numerical) <= atol + rtol * abs(numerical)
+
+
 class GradcheckError(AssertionError):
     """The analytic and numerical gradients disagree."""
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
+def gradcheck(fn, inputs, eps=1e-6, atol=ATOL, rtol=RTOL, seed=0):
     """Return True if ``fn``'s gradients match central differences; raise otherwise.
 
     ``inputs`` is a Tensor or a sequence of them; those with ``requires_grad`` are
@@ -42,7 +50,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
         x = inputs[i]
         analytic = xp.zeros_like(x.data) if x.grad is None else x.grad
         numerical = numerical_gradient(projected, x.data, eps)
-        wrong = xp.flatnonzero(~(abs(analytic - numerical) <= atol + rtol * abs(numerical)))
+        wrong = xp.flatnonzero(~agrees(analytic, numerical, atol, rtol))
         if wrong.size:
             k = wrong[0]
             element = xp.unravel_index(k, x.shape) if x.ndim else ()

@@ -65,37 +65,33 @@ class Tensor:
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad=False, dtype=None):
-        self.data = _as_array(data, dtype)
-        if requires_grad and self.data.dtype.kind not in "fc":
-            raise TypeError(
-                f"only floating-point Tensors can require gradients; got dtype {self.data.dtype}"
-            )
+        data = _as_array(data, dtype)
+        if requires_grad and data.dtype.kind not in "fc":
+            raise TypeError(f"only floating-point Tensors can require gradients; got dtype {data.dtype}")
+        self._setup(data, bool(requires_grad), None, ())
+
+    def _setup(self, data, requires_grad, op, parents):
+        """The fields of every Tensor, set in one place for a leaf and for an operation's result."""
+        self.data = data
         self.grad = None
-        self.requires_grad = bool(requires_grad)
-        self._parents = ()  # ((parent, vjp), ...) for a node computed by an operation;
+        self.requires_grad = requires_grad
+        self._parents = parents  # ((parent, vjp), ...) for a node computed by an operation;
         # a node with an _op but no parents had its graph released by backward()
-        self._op = None  # the operation's name; None for a leaf
+        self._op = op  # the operation's name; None for a leaf
         self._retains_grad = False
         self._seq = next(_creation_order)
 
     @classmethod
     def _from_op(cls, data, op, parents):
-        """The result of an operation: ``parents`` is a sequence of (input, vjp) pairs."""
+        """The result of an operation: ``parents`` is a sequence of (input, vjp) pairs. It
+        records the graph only when gradients are enabled and an input requires them."""
         out = cls.__new__(cls)
-        out.data = data
-        out.grad = None
-        out._retains_grad = False
-        out._seq = next(_creation_order)
         if _grad_enabled:
             parents = tuple([pair for pair in parents if pair[0].requires_grad])
             if parents:
-                out.requires_grad = True
-                out._parents = parents
-                out._op = op
+                out._setup(data, True, op, parents)
                 return out
-        out.requires_grad = False
-        out._parents = ()
-        out._op = None
+        out._setup(data, False, None, ())
         return out
 
     # -- information -----------------------------------------------------------------
@@ -151,6 +147,116 @@ class Tensor:
     def retain_grad(self):
         """Keep dL/d(self) in ``.grad`` after backward() although this is not a leaf."""
         self._retains_grad = True
+
+    # -- operators and methods: each forwards to its primitive in ops.py -------------------
+    def __add__(self, other):
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        return ops.add(other, self)
+
+    def __sub__(self, other):
+        return ops.sub(self, other)
+
+    def __rsub__(self, other):
+        return ops.sub(other, self)
+
+    def __mul__(self, other):
+        return ops.mul(self, other)
+
+    def __rmul__(self, other):
+        return ops.mul(other, self)
+
+    def __truediv__(self, other):
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        return ops.div(other, self)
+
+    def __matmul__(self, other):
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return ops.matmul(other, self)
+
+    def __neg__(self):
+        return ops.neg(self)
+
+    def __pow__(self, exponent):
+        return ops.pow(self, exponent)
+
+    def __getitem__(self, index):
+        return ops.getitem(self, index)
+
+    def __lt__(self, other):
+        return Tensor(self.data < _as_array(other))
+
+    def __le__(self, other):
+        return Tensor(self.data <= _as_array(other))
+
+    def __gt__(self, other):
+        return Tensor(self.data > _as_array(other))
+
+    def __ge__(self, other):
+        return Tensor(self.data >= _as_array(other))
+
+    @property
+    def T(self):
+        return ops.transpose(self)
+
+    def exp(self):
+        return ops.exp(self)
+
+    def log(self):
+        return ops.log(self)
+
+    def sqrt(self):
+        return ops.sqrt(self)
+
+    def abs(self):
+        return ops.abs(self)
+
+    def relu(self):
+        return ops.relu(self)
+
+    def sigmoid(self):
+        return ops.sigmoid(self)
+
+    def tanh(self):
+        return ops.tanh(self)
+
+    def gelu(self):
+        return ops.gelu(self)
+
+    def leaky_relu(self, negative_slope=0.01):
+        return ops.leaky_relu(self, negative_slope)
+
+    def softmax(self, axis=-1):
+        return ops.softmax(self, axis)
+
+    def log_softmax(self, axis=-1):
+        return ops.log_softmax(self, axis)
+
+    def sum(self, axis=None, keepdims=False):
+        return ops.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return ops.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return ops.max(self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return ops.min(self, axis, keepdims)
+
+    def clip(self, min=None, max=None):
+        return ops.clip(self, min, max)
+
+    def reshape(self, *shape):
+        return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
 
     # -- the chain rule ----------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
@@ -236,42 +342,6 @@ def tensor(data, requires_grad=False, dtype=None):
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-# Operators and methods forward to the primitives in ops.py (imported at the bottom).
-def _method(name):
-    return lambda self, *args: getattr(ops, name)(self, *args)
-
-
-def _reflected(name):
-    return lambda self, other: getattr(ops, name)(other, self)
-
-
-for _dunder, _name in [("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "div"), ("matmul", "matmul")]:
-    setattr(Tensor, f"__{_dunder}__", _method(_name))
-    setattr(Tensor, f"__r{_dunder}__", _reflected(_name))
-
-Tensor.__neg__ = _method("neg")
-Tensor.__pow__ = _method("pow")
-Tensor.__getitem__ = _method("getitem")
-Tensor.__lt__ = lambda self, other: Tensor(self.data < _as_array(other))
-Tensor.__le__ = lambda self, other: Tensor(self.data <= _as_array(other))
-Tensor.__gt__ = lambda self, other: Tensor(self.data > _as_array(other))
-Tensor.__ge__ = lambda self, other: Tensor(self.data >= _as_array(other))
-Tensor.T = property(lambda self: ops.transpose(self))
-
-for _name in ["exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "gelu"]:
-    setattr(Tensor, _name, _method(_name))
-
-Tensor.sum = lambda self, axis=None, keepdims=False: ops.sum(self, axis, keepdims)
-Tensor.mean = lambda self, axis=None, keepdims=False: ops.mean(self, axis, keepdims)
-Tensor.max = lambda self, axis=None, keepdims=False: ops.max(self, axis, keepdims)
-Tensor.min = lambda self, axis=None, keepdims=False: ops.min(self, axis, keepdims)
-Tensor.reshape = lambda self, *shape: ops.reshape(self, shape[0] if len(shape) == 1 else shape)
-Tensor.transpose = lambda self, *axes: ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
-Tensor.clip = lambda self, min=None, max=None: ops.clip(self, min, max)
-Tensor.leaky_relu = lambda self, negative_slope=0.01: ops.leaky_relu(self, negative_slope)
-Tensor.softmax = lambda self, axis=-1: ops.softmax(self, axis)
-Tensor.log_softmax = lambda self, axis=-1: ops.log_softmax(self, axis)
-
-from backprop import ops  # noqa: E402  (ops builds on Tensor, defined above)
+from backprop import ops  # noqa: E402  (ops builds its results as Tensors: the one import cycle left, see ARCHITECTURE.md)
 
 __all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "unbroadcast"]

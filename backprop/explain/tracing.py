@@ -26,7 +26,7 @@ from backprop.backend import xp
 from backprop.explain.dot import to_dot
 from backprop.explain.formulas import ACTIVATION_FORMULAS, LOSS_FORMULAS, LOSS_GRADIENTS
 from backprop.explain.render import LatexPage, MarkdownPage, TextPage, render
-from backprop.gradcheck import numerical_gradient
+from backprop.gradcheck import agrees, numerical_gradient
 from backprop.tensor import Tensor
 
 __all__ = ["trace", "worked_example", "Trace", "Stage"]
@@ -60,12 +60,11 @@ class Stage:
 
     @property
     def agrees(self):
-        """Every checked entry within 1e-6 + 1e-4 |numerical| of the engine's value."""
+        """Every checked entry agrees with the engine's value (``backprop.gradcheck.agrees``)."""
         if self.numerical is None:
             return None
         checked = ~xp.isnan(self.numerical)
-        value, numerical = self.value[checked], self.numerical[checked]
-        return bool(xp.all(xp.abs(value - numerical) <= 1e-6 + 1e-4 * xp.abs(numerical)))
+        return bool(xp.all(agrees(self.value[checked], self.numerical[checked])))
 
     @property
     def checked(self):
