@@ -19,7 +19,7 @@ _SQRT_HALF = 0.7071067811865476  # 1/sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
 
 
-def _lift(x, like=None):
+def as_tensor(x, like=None):
     """A Tensor for x. A Python number takes the dtype of the Tensor it meets, so that
     ``float32_tensor * 2.5`` stays float32."""
     if isinstance(x, Tensor):
@@ -30,8 +30,8 @@ def _lift(x, like=None):
 
 
 def _pair(a, b):
-    a = _lift(a, b if isinstance(b, Tensor) else None)
-    return a, _lift(b, a)
+    a = as_tensor(a, b if isinstance(b, Tensor) else None)
+    return a, as_tensor(b, a)
 
 
 # -- arithmetic (binary ops broadcast; backward() undoes it) -----------------------------
@@ -306,7 +306,7 @@ def getitem(a, index):
 
 def concatenate(tensors, axis=0):
     """Join along an existing axis; the VJP cuts g back into the pieces."""
-    tensors = [_lift(t) for t in tensors]
+    tensors = [as_tensor(t) for t in tensors]
     bounds = xp.cumsum([t.data.shape[axis] for t in tensors])[:-1]
 
     def piece(k):
@@ -318,7 +318,7 @@ def concatenate(tensors, axis=0):
 
 def stack(tensors, axis=0):
     """Join along a new axis; the VJP takes slice k of g for input k."""
-    tensors = [_lift(t) for t in tensors]
+    tensors = [as_tensor(t) for t in tensors]
 
     def piece(k):
         return lambda g: xp.take(g, k, axis=axis)

@@ -1,4 +1,4 @@
-"""backprop.functional against torch.nn.functional in float64: values and gradients."""
+"""backprop.nn.functional against torch.nn.functional in float64: values and gradients."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,7 @@ from hypothesis import strategies as st
 
 import backprop
 from backprop import Tensor
-from backprop import functional as F
-from backprop.nn import functional as nnF
+from backprop.nn import functional as F
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -85,9 +84,11 @@ def test_activations_keep_float32():
         assert fn(x).dtype == np.float32
 
 
-def test_nn_functional_is_backprop_functional():
-    assert nnF.cross_entropy is F.cross_entropy
-    assert set(nnF.__all__) == set(F.__all__)
+def test_the_functional_api_has_one_public_path_backprop_nn_functional():
+    from pathlib import Path
+
+    assert backprop.nn.functional is F and all(callable(getattr(F, name)) for name in F.__all__)
+    assert not (Path(backprop.__file__).parent / "functional.py").exists()
 
 
 # -- dropout ---------------------------------------------------------------------------

@@ -1,4 +1,204 @@
-"""``backprop.nn.functional``: the same functions as ``backprop.functional`` (PyTorch's path)."""
+"""``backprop.nn.functional``: activations and losses as functions (PyTorch's names and path).
 
-from backprop.functional import *  # noqa: F401,F403
-from backprop.functional import __all__  # noqa: F401
+Each is a composition of the primitives in ``ops.py``, so its gradient is the engine's:
+nothing here writes a backward pass. The nn modules call these functions.
+
+Losses take ``(input, target, reduction=...)``: the target may be a Tensor or an
+ndarray; ``reduction`` is ``'mean'`` (over all elements; over the batch for
+cross-entropy), ``'sum'`` or ``'none'`` (the per-element losses).
+"""
+
+from backprop import ops
+from backprop.ops import as_tensor
+from backprop.backend import xp
+from backprop.random import generator
+from backprop.tensor import Tensor
+
+__all__ = [
+    "relu",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "gelu",
+    "softmax",
+    "log_softmax",
+    "dropout",
+    "linear",
+    "mse_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "nll_loss",
+]
+
+
+# -- activations -----------------------------------------------------------------------
+def relu(input):
+    """max(x, 0)."""
+    return ops.relu(as_tensor(input))
+
+
+def leaky_relu(input, negative_slope=0.01):
+    """x if x > 0 else negative_slope * x."""
+    return ops.leaky_relu(as_tensor(input), negative_slope)
+
+
+def sigmoid(input):
+    """1 / (1 + e^-x)."""
+    return ops.sigmoid(as_tensor(input))
+
+
+def tanh(input):
+    return ops.tanh(as_tensor(input))
+
+
+def gelu(input):
+    """x Phi(x), Phi the standard normal CDF (the exact GELU, PyTorch's default)."""
+    return ops.gelu(as_tensor(input))
+
+
+def softmax(input, dim=-1):
+    """e^{x_i} / sum_j e^{x_j} along ``dim`` (shifted by the maximum, so no overflow)."""
+    return ops.softmax(as_tensor(input), dim)
+
+
+def log_softmax(input, dim=-1):
+    """x_i - log sum_j e^{x_j} along ``dim`` (log-sum-exp, stable)."""
+    return ops.log_softmax(as_tensor(input), dim)
+
+
+def dropout(input, p=0.5, training=True):
+    """Inverted dropout: each element is zeroed with probability p and the survivors are
+    scaled by 1/(1-p), so the expected output equals the input. Identity when not training.
+    The mask comes from ``backprop.random.generator()`` (reproducible under manual_seed)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be a probability in [0, 1); got {p}")
+    input = as_tensor(input)
+    if not training or p == 0:
+        return input
+    keep = generator().random(input.shape) >= p
+    mask = keep.astype(input.dtype) * (1.0 / (1.0 - float(p)))
+    return ops.mul(input, Tensor(mask))
+
+
+def linear(input, weight, bias=None):
+    """x W^T + b, with W of shape (out_features, in_features)."""
+    return ops.linear(as_tensor(input), weight, bias)
+
+
+# -- losses ----------------------------------------------------------------------------
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
+    return reduction
+
+
+def _reduce(loss, reduction):
+    if _check_reduction(reduction) == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss
+
+
+def _target_array(target, input, name):
+    """The target as an ndarray of the input's float dtype, with the input's shape."""
+    array = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    if array.shape != input.shape:
+        raise ValueError(f"{name}: target has shape {array.shape}, but the input has shape {input.shape}")
+    return array.astype(input.dtype, copy=False)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """(x - y)^2 per element. A target that requires grad gets its gradient too."""
+    input = as_tensor(input)
+    if not (isinstance(target, Tensor) and target.requires_grad):
+        target = Tensor(_target_array(target, input, "mse_loss"))
+    elif target.shape != input.shape:
+        raise ValueError(f"mse_loss: target has shape {target.shape}, but the input has shape {input.shape}")
+    return _reduce((input - target) ** 2, reduction)
+
+
+def _clamped_log(x):
+    """max(log x, -100), as PyTorch's binary cross-entropy: the loss stays finite at
+    x = 0. There the value is the constant -100, so no 0/0 reaches the gradient."""
+    positive = x.data > 0
+    safe = ops.where(positive, x, 1.0)
+    return ops.where(positive, ops.log(safe), -100.0).clip(min=-100.0)
+
+
+def binary_cross_entropy(input, target, reduction="mean"):
+    """-[y log x + (1-y) log(1-x)] per element, for probabilities x in [0, 1]; each log is
+    clamped at -100 as in PyTorch. Prefer binary_cross_entropy_with_logits on logits."""
+    input = as_tensor(input)
+    y = _target_array(target, input, "binary_cross_entropy")
+    if ((input.data < 0) | (input.data > 1)).any():
+        raise ValueError(
+            "binary_cross_entropy: the input must hold probabilities in [0, 1]; "
+            f"got values from {input.data.min()} to {input.data.max()} (pass logits to "
+            "binary_cross_entropy_with_logits instead)"
+        )
+    loss = -(_clamped_log(input) * y + _clamped_log(1.0 - input) * (1.0 - y))
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, reduction="mean"):
+    """-[y log s(z) + (1-y) log(1-s(z))] per element, s the sigmoid, computed from the
+    logits z without overflow; the gradient is s(z) - y."""
+    input = as_tensor(input)
+    y = _target_array(target, input, "binary_cross_entropy_with_logits")
+    return _reduce(ops.binary_cross_entropy_with_logits(input, y), reduction)
+
+
+def _class_indices(target, input, name):
+    """Integer class indices of shape (N,), each in 0..C-1, for an input of shape (N, C)."""
+    array = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    n, classes = input.shape
+    if array.dtype.kind not in "iu":
+        raise ValueError(
+            f"{name}: a target of shape {array.shape} must hold integer class indices; got dtype "
+            f"{array.dtype} (cast it with .astype(int), or pass probabilities of shape {input.shape})"
+        )
+    if array.shape != (n,):
+        raise ValueError(f"{name}: target has shape {array.shape}, but the input has shape {input.shape} (expected ({n},))")
+    # Read as unsigned, a negative index is huge, so one maximum checks both ends.
+    if array.size and array.view(f"u{array.itemsize}").max() >= classes:
+        bad = array.min() if array.min() < 0 else array.max()
+        raise ValueError(
+            f"{name}: target contains class {bad}, but the input has {classes} classes (expected 0..{classes - 1})"
+        )
+    return array
+
+
+def _check_logits(input, name):
+    if input.ndim != 2:
+        raise ValueError(f"{name}: the input must have shape (N, C); got shape {input.shape}")
+
+
+def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
+    """-sum_k y_k log softmax(z)_k per example, for logits z of shape (N, C).
+
+    ``target``: class indices (N,) (ints) or class probabilities (N, C). With label
+    smoothing e, y becomes (1 - e) y + e / C. The fused primitive gives the gradient
+    softmax(z) - y, stable at any logit size. 'mean' averages over the N examples; the
+    fused primitive reduces too, so the loss is one graph node.
+    """
+    input = as_tensor(input)
+    _check_logits(input, "cross_entropy")
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1]; got {label_smoothing}")
+    array = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    if array.ndim == 2:
+        array = _target_array(array, input, "cross_entropy")
+    else:
+        array = _class_indices(array, input, "cross_entropy")
+    return ops.softmax_cross_entropy(input, array, float(label_smoothing), _check_reduction(reduction))
+
+
+def nll_loss(input, target, reduction="mean"):
+    """-x[n, y_n] per example, for log-probabilities x of shape (N, C) and class indices y."""
+    input = as_tensor(input)
+    _check_logits(input, "nll_loss")
+    indices = _class_indices(target, input, "nll_loss")
+    return _reduce(-input[xp.arange(len(indices)), indices], reduction)

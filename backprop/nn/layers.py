@@ -1,22 +1,17 @@
 """Layers: ``Linear``, the activations, ``Identity``, ``Flatten`` and ``Dropout``.
 
-Each forward is one function of ``backprop.functional``; the gradients are the engine's.
+Each forward is one function of ``backprop.nn.functional``; the gradients are the engine's.
 """
 
 import math
 import numbers
 
-from backprop import functional as F
+from backprop.nn import functional as F
 from backprop import ops
 from backprop.backend import xp
+from backprop.checks import positive_int
 from backprop.nn import init
 from backprop.nn.module import Module, Parameter, builtin
-
-
-def _positive_int(value, name, owner):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive integer; got {value!r}")
-    return int(value)
 
 
 @builtin
@@ -28,8 +23,8 @@ class Linear(Module):
     """
 
     def __init__(self, in_features, out_features, bias=True, dtype=None):
-        self.in_features = _positive_int(in_features, "in_features", "Linear")
-        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.in_features = positive_int(in_features, "Linear: in_features")
+        self.out_features = positive_int(out_features, "Linear: out_features")
         dtype = xp.float32 if dtype is None else dtype
         self.weight = Parameter(xp.empty((self.out_features, self.in_features), dtype=dtype))
         self.bias = Parameter(xp.empty(self.out_features, dtype=dtype)) if bias else None

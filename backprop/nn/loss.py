@@ -1,10 +1,10 @@
 """Losses as modules: ``loss_fn = CrossEntropyLoss(); loss = loss_fn(logits, target)``.
 
-Each calls its function in ``backprop.functional``, which documents the math.
+Each calls its function in ``backprop.nn.functional``, which documents the math.
 ``reduction`` is ``'mean'``, ``'sum'`` or ``'none'``.
 """
 
-from backprop import functional as F
+from backprop.nn import functional as F
 from backprop.nn.module import Module, builtin
 
 

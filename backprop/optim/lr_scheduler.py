@@ -10,6 +10,7 @@ the next epoch. Each schedule is the closed form η_t = f(η₀, t) of PyTorch's
 import bisect
 import math
 
+from backprop.checks import positive_int
 from backprop.optim.optimizer import Optimizer
 from backprop.tensor import Tensor
 
@@ -56,17 +57,11 @@ class LRScheduler:
                               for key, value in state_dict.items()})
 
 
-def _positive_int(value, name):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return value
-
-
 class StepLR(LRScheduler):
     """``StepLR(optimizer, step_size, gamma=0.1)``: η_t = η₀ · γ^⌊t / step_size⌋."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        self.step_size = _positive_int(step_size, "step_size")
+        self.step_size = positive_int(step_size, "step_size")
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
@@ -106,7 +101,7 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
-        self.T_max = _positive_int(T_max, "T_max")
+        self.T_max = positive_int(T_max, "T_max")
         self.eta_min = eta_min
         super().__init__(optimizer, last_epoch)
 
@@ -128,7 +123,7 @@ class LinearLR(LRScheduler):
         if not 0 <= end_factor <= 1:
             raise ValueError(f"end_factor must be in [0, 1]; got {end_factor}")
         self.start_factor, self.end_factor = start_factor, end_factor
-        self.total_iters = _positive_int(total_iters, "total_iters")
+        self.total_iters = positive_int(total_iters, "total_iters")
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
