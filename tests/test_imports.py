@@ -31,35 +31,49 @@ def _imports(path, modules):
     return found
 
 
-def _cycle(graph):
-    """One import cycle as a list of modules, or None."""
-    state = {}
+def _cycles(graph):
+    """The import cycles: every strongly connected component of more than one module, as a
+    sorted tuple (Tarjan's algorithm)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
 
-    def visit(module, path):
-        state[module] = "open"
-        for target in sorted(graph[module]):
-            if state.get(target) == "open":
-                return path[path.index(target):] + [target]
-            if target not in state:
-                cycle = visit(target, path + [target])
-                if cycle:
-                    return cycle
-        state[module] = "done"
-        return None
+    def visit(module):
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in graph[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(tuple(sorted(component)))
 
     for module in sorted(graph):
-        if module not in state:
-            cycle = visit(module, [module])
-            if cycle:
-                return cycle
-    return None
+        if module not in index:
+            visit(module)
+    return sorted(found)
 
 
-def test_the_package_has_no_import_cycle_lazy_imports_included():
+# tensor.py's operator methods call the primitives in ops.py, which build their results as
+# Tensors: the one cycle left (ARCHITECTURE.md). Any other cycle fails the test.
+KNOWN_CYCLES = [("backprop.ops", "backprop.tensor")]
+
+
+def test_the_package_has_no_import_cycle_but_tensor_and_ops_lazy_imports_included():
     modules = _modules()
     graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
-    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+    assert _cycles(graph) == KNOWN_CYCLES
 
 
-def test_the_cycle_finder_finds_a_cycle():
-    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+def test_the_cycle_finder_finds_every_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a", "e"}, "e": {"d"}, "f": set()}
+    assert _cycles(graph) == [("a", "b", "c"), ("d", "e")]
