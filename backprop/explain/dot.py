@@ -1,6 +1,7 @@
 """The engine's graph as Graphviz DOT text: ``to_dot(tensor)``. Host-side code."""
 
-from backprop.backend import xp
+import numpy as np
+
 from backprop.tensor import Tensor
 
 __all__ = ["to_dot"]
@@ -52,4 +53,4 @@ def to_dot(tensor, names=None):
 def _dot_array(array):
     if array.ndim == 0:
         return f"{array.item():.4g}"
-    return xp.array2string(xp.asarray(array), precision=4, separator=", ", suppress_small=True).replace("\n", "")
+    return np.array2string(np.asarray(array), precision=4, separator=", ", suppress_small=True).replace("\n", "")

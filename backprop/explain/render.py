@@ -5,7 +5,8 @@ import math
 import re
 import textwrap
 
-from backprop.backend import xp
+import numpy as np
+
 from backprop.explain.formulas import LOSS_FORMULAS, LOSS_NAMES
 
 __all__ = ["render", "TextPage", "MarkdownPage", "LatexPage"]
@@ -54,7 +55,7 @@ def render(trace, page):
         elif current == "loss":
             page.scalar(stage.formula, stage.value)
         elif current == "updated":  # enough digits to see the step lr dW
-            step = xp.abs(stage.value - trace.stage(stage.key, "parameters").value).max()
+            step = np.abs(stage.value - trace.stage(stage.key, "parameters").value).max()
             page.stage(stage, int(min(max(4, 1 - math.floor(math.log10(step))), 8)) if step > 0 else None)
         else:
             page.stage(stage)
@@ -69,7 +70,7 @@ def render(trace, page):
 
 
 def _number(v, decimals):
-    if xp.isnan(v):
+    if np.isnan(v):
         return "·"
     v = v + 0.0  # -0.0 shows as 0
     return f"{v:.3e}" if decimals is None else f"{v:.{decimals}f}"
@@ -78,7 +79,7 @@ def _number(v, decimals):
 def _decimals(matrix):
     """Digits after the point that show the smallest entry to about 3 significant digits
     (4 to 6), or None for scientific notation (entries below 1e-4 or from 1e5 up)."""
-    magnitudes = xp.abs(matrix[xp.isfinite(matrix) & (matrix != 0)])
+    magnitudes = np.abs(matrix[np.isfinite(matrix) & (matrix != 0)])
     if magnitudes.size == 0:
         return 4
     if magnitudes.min() < 1e-4 or magnitudes.max() >= 1e5:
@@ -90,7 +91,7 @@ def _cells(value, full, minimum=None):
     """A 2-D grid of strings for a vector (a column) or matrix, with '...' markers where a
     large one is cut to its corners (unless full), and the summary caption or None.
     ``minimum``: at least this many digits after the point (for fixed-point numbers)."""
-    matrix = xp.asarray(value, dtype=xp.float64)
+    matrix = np.asarray(value, dtype=np.float64)
     matrix = matrix[:, None] if matrix.ndim == 1 else matrix
     decimals = _decimals(matrix)
     decimals = decimals if decimals is None or minimum is None else max(decimals, minimum)
@@ -103,8 +104,8 @@ def _cells(value, full, minimum=None):
     ]
     caption = None
     if len(keep_rows) < rows or len(keep_cols) < cols:
-        norm = float(xp.sqrt(xp.nansum(matrix**2)))
-        shape = f"{rows} entries" if xp.asarray(value).ndim == 1 else f"shape {rows}x{cols}"
+        norm = float(np.sqrt(np.nansum(matrix**2)))
+        shape = f"{rows} entries" if np.asarray(value).ndim == 1 else f"shape {rows}x{cols}"
         caption = f"({shape}, norm {norm:.4g})"
     return grid, caption
 

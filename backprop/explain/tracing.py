@@ -21,8 +21,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from backprop import nn, ops
-from backprop.backend import xp
 from backprop.explain.dot import to_dot
 from backprop.explain.formulas import ACTIVATION_FORMULAS, LOSS_FORMULAS, LOSS_GRADIENTS
 from backprop.explain.render import LatexPage, MarkdownPage, TextPage, render
@@ -55,20 +56,20 @@ class Stage:
         """max |value - numerical| over the checked entries (None without a check)."""
         if self.numerical is None:
             return None
-        checked = ~xp.isnan(self.numerical)
-        return float(xp.abs(self.value - self.numerical)[checked].max(initial=0.0))
+        checked = ~np.isnan(self.numerical)
+        return float(np.abs(self.value - self.numerical)[checked].max(initial=0.0))
 
     @property
     def agrees(self):
         """Every checked entry agrees with the engine's value (``backprop.gradcheck.agrees``)."""
         if self.numerical is None:
             return None
-        checked = ~xp.isnan(self.numerical)
-        return bool(xp.all(agrees(self.value[checked], self.numerical[checked])))
+        checked = ~np.isnan(self.numerical)
+        return bool(np.all(agrees(self.value[checked], self.numerical[checked])))
 
     @property
     def checked(self):
-        return 0 if self.numerical is None else int((~xp.isnan(self.numerical)).sum())
+        return 0 if self.numerical is None else int((~np.isnan(self.numerical)).sum())
 
 
 class _Layer(NamedTuple):
@@ -256,19 +257,19 @@ def worked_example(layers=(2, 2, 2), activation="sigmoid", output="softmax", los
     if output not in ("softmax", "sigmoid", "identity"):
         raise ValueError(f"output must be softmax, sigmoid or identity; got {output!r}")
     modules = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}
-    rng = xp.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     model = nn.Sequential()
     for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
-        linear = nn.Linear(n_in, n_out, dtype=xp.float64)
-        linear.weight.data[...] = xp.round(rng.uniform(-1, 1, (n_out, n_in)), 2)
-        linear.bias.data[...] = xp.round(rng.uniform(-1, 1, n_out), 2)
+        linear = nn.Linear(n_in, n_out, dtype=np.float64)
+        linear.weight.data[...] = np.round(rng.uniform(-1, 1, (n_out, n_in)), 2)
+        linear.bias.data[...] = np.round(rng.uniform(-1, 1, n_out), 2)
         model.append(linear)
         last = k == len(sizes) - 2
         model.append(nn.Softmax(dim=-1) if last and output == "softmax" else modules[output if last else activation]())
     if x is None:
-        x = xp.round(rng.uniform(-1, 1, sizes[0]), 2)
+        x = np.round(rng.uniform(-1, 1, sizes[0]), 2)
     if y is None:
-        y = xp.eye(sizes[-1])[0]
+        y = np.eye(sizes[-1])[0]
     worked = trace(model, loss, x, y, lr)
     worked.note = f"Parameters drawn from U(-1, 1) with seed {seed} and rounded to two decimals."
     return worked
@@ -320,8 +321,8 @@ def _layers_and_loss(model, loss_fn):
             apply = {"softmax": lambda z: ops.softmax(z, -1), "sigmoid": ops.sigmoid, "identity": lambda z: z}[name]
         else:
             name, apply = _MODULE_ACTIVATIONS[type(module)], module
-        weight = Tensor(linear.weight.data.astype(xp.float64), requires_grad=True)
-        bias = None if linear.bias is None else Tensor(linear.bias.data.astype(xp.float64), requires_grad=True)
+        weight = Tensor(linear.weight.data.astype(np.float64), requires_grad=True)
+        bias = None if linear.bias is None else Tensor(linear.bias.data.astype(np.float64), requires_grad=True)
         layers.append(_Layer(weight, bias, name, apply))
     if loss in ("ce", "bce") and layers[-1].activation not in ("softmax", "sigmoid"):
         raise ValueError(
@@ -376,32 +377,32 @@ def _finite_differences(loss_of_parameters, array):
     fixed sample of _CHECKED_ENTRIES entries, NaN elsewhere."""
     entries = None
     if array.size > _CHECKED_ENTRIES:
-        entries = sorted(xp.random.default_rng(0).choice(array.size, _CHECKED_ENTRIES, replace=False))
+        entries = sorted(np.random.default_rng(0).choice(array.size, _CHECKED_ENTRIES, replace=False))
     return numerical_gradient(loss_of_parameters, array, entries=entries)
 
 
 def _vector(values, n, name, unit):
-    array = xp.asarray(values, dtype=xp.float64).reshape(-1) if _numeric(values) else None
-    if array is None or array.shape != (n,) or not xp.all(xp.isfinite(array)):
-        shown = values.tolist() if isinstance(values, xp.ndarray) else values
+    array = np.asarray(values, dtype=np.float64).reshape(-1) if _numeric(values) else None
+    if array is None or array.shape != (n,) or not np.all(np.isfinite(array)):
+        shown = values.tolist() if isinstance(values, np.ndarray) else values
         raise ValueError(f"{name} must be {n} finite numbers, one per {unit} of the network; got {shown!r}")
     return array
 
 
 def _target(y, n, loss):
-    if loss == "ce" and isinstance(y, (int, xp.integer)) and not isinstance(y, bool) and n > 1:
+    if loss == "ce" and isinstance(y, (int, np.integer)) and not isinstance(y, bool) and n > 1:
         if not 0 <= y < n:
             raise ValueError(f"y: class index {y} is out of range for {n} outputs (expected 0..{n - 1})")
-        return xp.eye(n)[y]
+        return np.eye(n)[y]
     y = _vector(y, n, "y", "output")
-    if loss in ("ce", "bce") and not xp.all((y >= 0) & (y <= 1)):
+    if loss in ("ce", "bce") and not np.all((y >= 0) & (y <= 1)):
         raise ValueError(f"y must hold probabilities in [0, 1] for loss {loss}; got {y.tolist()}")
     return y
 
 
 def _numeric(values):
     try:
-        return xp.asarray(values).dtype.kind in "iuf"
+        return np.asarray(values).dtype.kind in "iuf"
     except (TypeError, ValueError):
         return False
 
@@ -410,5 +411,5 @@ def _as_list(value):
     """Plain JSON data: nested lists of floats, NaN (an unchecked entry) as None."""
     if isinstance(value, float):
         return value
-    array = xp.asarray(value, dtype=xp.float64)
-    return xp.where(xp.isnan(array), None, array).tolist() if xp.isnan(array).any() else array.tolist()
+    array = np.asarray(value, dtype=np.float64)
+    return np.where(np.isnan(array), None, array).tolist() if np.isnan(array).any() else array.tolist()
