@@ -77,3 +77,19 @@ def test_the_package_has_no_import_cycle_but_tensor_and_ops_lazy_imports_include
 def test_the_cycle_finder_finds_every_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a", "e"}, "e": {"d"}, "f": set()}
     assert _cycles(graph) == [("a", "b", "c"), ("d", "e")]
+
+
+HOST_SIDE = ("backprop.io", "backprop.datasets", "backprop.pipeline", "backprop.plots", "backprop.explain", "backprop.cli", "backprop.sklearn")
+DEVICE_SIDE = ("backprop.tensor", "backprop.ops", "backprop.backend", "backprop.nn", "backprop.optim", "backprop.data", "backprop.metrics", "backprop.gradcheck", "backprop.training", "backprop.random", "backprop.checks")
+
+
+def _within(name, packages):
+    return any(name == package or name.startswith(package + ".") for package in packages)
+
+
+def test_device_side_modules_never_import_host_side_ones():
+    modules = _modules()
+    device = [name for name in modules if _within(name, DEVICE_SIDE)]
+    assert "backprop.ops" in device and "backprop.datasets" not in device
+    for name in device:
+        assert not [m for m in _imports(modules[name], modules) if _within(m, HOST_SIDE)], name
