@@ -126,7 +126,7 @@ def model_data(meta, data_name, target, require_target=True):
 def outputs(model, X):
     """The model's outputs for the rows of X, in eval mode without a graph."""
     with evaluating(model):
-        return model(Tensor(X.astype(parameter_dtype(model)))).data
+        return model(Tensor(X.astype(parameter_dtype(model), copy=False))).data
 
 
 def probabilities(logits):

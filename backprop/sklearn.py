@@ -41,7 +41,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from backprop.nn import ACTIVATIONS, mlp
-from backprop.pipeline import probabilities
+from backprop.pipeline import outputs, probabilities
 
 SOLVERS = ("adam", "sgd", "adamw", "rmsprop", "adagrad")
 
@@ -222,12 +222,9 @@ class _BaseMLP(BaseEstimator):
             backprop.set_rng_state(state)
 
     def _outputs(self, X):
-        from backprop import Tensor, no_grad
-
         check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        with no_grad():
-            return self.model_(Tensor(X.astype(self.model_[0].weight.dtype, copy=False))).data
+        return outputs(self.model_, X)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):

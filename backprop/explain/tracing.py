@@ -256,7 +256,6 @@ def worked_example(layers=(2, 2, 2), activation="sigmoid", output="softmax", los
         raise ValueError(f"activation must be sigmoid, tanh or relu; got {activation!r}")
     if output not in ("softmax", "sigmoid", "identity"):
         raise ValueError(f"output must be softmax, sigmoid or identity; got {output!r}")
-    modules = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}
     rng = np.random.default_rng(seed)
     model = nn.Sequential()
     for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
@@ -265,7 +264,7 @@ def worked_example(layers=(2, 2, 2), activation="sigmoid", output="softmax", los
         linear.bias.data[...] = np.round(rng.uniform(-1, 1, n_out), 2)
         model.append(linear)
         last = k == len(sizes) - 2
-        model.append(nn.Softmax(dim=-1) if last and output == "softmax" else modules[output if last else activation]())
+        model.append(nn.Softmax(dim=-1) if last and output == "softmax" else nn.ACTIVATIONS[output if last else activation]())
     if x is None:
         x = np.round(rng.uniform(-1, 1, sizes[0]), 2)
     if y is None:
