@@ -158,9 +158,9 @@ def test_binary_target_with_bce_and_every_optimizer_runs(workdir):
 
 def test_float64_model_is_saved_and_used_as_float64(workdir):
     ok("train", "--data", "xor", "--dtype", "float64", "--epochs", 2)
-    from backprop.pipeline import load_model as _load_model
+    from backprop.pipeline import load_model
 
-    model, meta = _load_model("model.npz")
+    model, meta = load_model("model.npz")
     assert meta["dtype"] == "float64" and model[0].weight.dtype == np.float64
 
 
