@@ -292,7 +292,7 @@ class DataParallelFit:
         if batch is not None and batch % world:
             raise ValueError(
                 f"fit(distributed=True): batch_size {batch} must be a multiple of the {world} ranks, "
-                "each of which takes an equal share of every batch"
+                f"each of which takes an equal share of every batch (such as {max(world, batch // world * world)})"
             )
         shuffle = isinstance(loader.sampler, RandomSampler)
         sampler = DistributedSampler(loader.dataset, world, self.rank, shuffle=shuffle, seed=None)
