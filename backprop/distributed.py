@@ -86,7 +86,8 @@ def get_world_size():
 def _aborting(previous_hook):
     def hook(kind, value, traceback):
         previous_hook(kind, value, traceback)
-        print(f"backprop.distributed: rank {get_rank()} of {get_world_size()} failed; aborting the job", file=sys.stderr)
+        rank, size = get_rank(), get_world_size()
+        print(f"backprop.distributed: rank {rank} of {size} failed; aborting the job", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         _comm.Abort(1)
@@ -204,7 +205,8 @@ class DistributedDataParallel(Module):
         loss = loss_fn(ddp(x), y); optimizer.zero_grad(); loss.backward()
         ddp.average_gradients(); optimizer.step()
 
-    The gradients are left as views into the buffer; save ``ddp.module``, not ``ddp``.
+    With more than one rank the gradients are left as views into the buffer. Save
+    ``ddp.module``, not ``ddp``.
     """
 
     def __init__(self, module):
@@ -215,7 +217,9 @@ class DistributedDataParallel(Module):
             raise ValueError("DistributedDataParallel: the model has no parameters")
         dtypes = {p.data.dtype for p in self._params}
         if len(dtypes) > 1:
-            raise ValueError(f"DistributedDataParallel: all parameters must share one dtype; got {sorted(map(str, dtypes))}")
+            raise ValueError(
+                f"DistributedDataParallel: all parameters must share one dtype; got {sorted(map(str, dtypes))}"
+            )
         sizes = [p.data.size for p in self._params]
         self._offsets = [0, *itertools.accumulate(sizes)]
         self._flat = xp.empty(self._offsets[-1] + len(self._params), dtypes.pop())
@@ -237,6 +241,8 @@ class DistributedDataParallel(Module):
 
     def average_gradients(self):
         """g <- (1/N) sum over the N ranks of g, for every parameter, in one Allreduce."""
+        if self.world_size == 1:
+            return
         flat, has_grad = self._flat, self._flat[self._offsets[-1] :]
         for i, (p, start, stop) in enumerate(self._slices()):
             has_grad[i] = p.grad is not None
@@ -245,12 +251,6 @@ class DistributedDataParallel(Module):
         flat[: self._offsets[-1]] /= self.world_size
         for i, (p, start, stop) in enumerate(self._slices()):
             p.grad = flat[start:stop].reshape(p.data.shape) if has_grad[i] else None
-
-    @property
-    def bytes_per_step(self):
-        """The size of the buffer each step's Allreduce sums."""
-        return self._flat.nbytes
-
 
 
 # -- fit(..., distributed=True) ---------------------------------------------------------------
