@@ -17,6 +17,7 @@ pytest.importorskip("mpi4py")
 from distributed_job import STEPS, full_batch_steps, make_optimizer, problem  # noqa: E402
 
 from backprop import distributed, nn  # noqa: E402
+from backprop.data import DataLoader, TensorDataset  # noqa: E402
 from backprop.io import load_checkpoint  # noqa: E402
 from backprop.training import ModelCheckpoint, fit  # noqa: E402
 
@@ -178,3 +179,13 @@ def test_fit_distributed_refuses_a_sampler_it_cannot_shard():
     with pytest.raises(ValueError, match="shards the examples itself; it cannot use the sampler MisclassifiedSampler"):
         fit(model, nn.CrossEntropyLoss(), make_optimizer("sgd", model), train, 1, sampler="misclassified",
             progress=False, distributed=True)
+
+
+def test_fit_distributed_wants_a_batch_size_that_splits_evenly_over_the_ranks():
+    plan = distributed.DataParallelFit.__new__(distributed.DataParallelFit)  # as rank 0 of 3, without a job
+    plan.rank, plan.world_size = 0, 3
+    _, train, _ = problem()
+    with pytest.raises(ValueError, match=r"batch_size 32 must be a multiple of the 3 ranks.*\(such as 30\)"):
+        plan._shard(DataLoader(TensorDataset(*train), 32, shuffle=True))
+    shard = plan._shard(DataLoader(TensorDataset(*train), 12, shuffle=True))
+    assert shard.batch_size == 4 and len(shard.sampler) == 12
