@@ -5,6 +5,7 @@ global batches; faults; checkpoints across the two; the sampler's shards."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,15 @@ def run_job(n, tmp_path, timeout=120, **config):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     command = [distributed.find_mpiexec(), "-n", str(n), sys.executable, str(JOB), str(path)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        stdout, stderr = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # a hang: end mpiexec and every rank it started
+        os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
+        raise
+    done = subprocess.CompletedProcess(command, job.returncode, stdout, stderr)
     ranks = [dict(np.load(f)) for f in sorted(out.glob("rank*.npz"))]
     return done, ranks
 
@@ -46,12 +55,11 @@ def assert_close(actual, expected, what):
         np.testing.assert_allclose(actual[name], expected[name], rtol=RTOL, atol=0, err_msg=f"{what}: {name}")
 
 
-def reference_fit(optimizer, epochs=2, batch=12, initial_epoch=0, resume=None, checkpoint=None):
+def reference_fit(optimizer, epochs=2, batch=12, resume=None, checkpoint=None):
     """The same training in this one process, without MPI: (weights, history)."""
     model, train, val = problem()
     opt = make_optimizer(optimizer, model)
-    if resume:
-        initial_epoch = load_checkpoint(resume, model, opt)["epoch"]
+    initial_epoch = load_checkpoint(resume, model, opt)["epoch"] if resume else 0
     callbacks = [ModelCheckpoint(checkpoint)] if checkpoint else []
     history = fit(model, nn.CrossEntropyLoss(), opt, train, epochs, val=val, batch_size=batch,
                   callbacks=callbacks, progress=False, initial_epoch=initial_epoch)
