@@ -74,6 +74,7 @@ def fit(
     progress=True,
     sampler=None,
     initial_epoch=0,
+    distributed=False,
 ):
     """Train ``model`` by minimizing ``loss_fn`` with ``optimizer``; return a ``History``.
 
@@ -89,6 +90,12 @@ def fit(
     epochs, pass ``initial_epoch=k``. A progress bar (tqdm) shows the epoch, the batch,
     the loss and metrics when ``progress`` is true and stderr is a terminal. The model
     is left in eval mode.
+
+    ``distributed=True`` trains data-parallel on the ranks of an MPI job (run under
+    ``mpiexec``; see ``backprop.distributed.DataParallelFit``): each rank takes
+    ``batch_size / ranks`` examples of every batch, the gradients are averaged, and the
+    weights, the history and early stopping are the same on every rank and the same as
+    one process would get; only rank 0 shows progress and writes checkpoints.
     """
     _check_int("epochs", epochs, minimum=1)
     _check_int("initial_epoch", initial_epoch, minimum=0)
@@ -104,6 +111,13 @@ def fit(
     train_loader = _loader("train", train, batch_size, shuffle, sampler, model, dtype, threshold)
     val_loader = None if val is None else _loader("val", val, batch_size, False, None, model, dtype, threshold)
     _probe(model, loss_fn, train_loader.dataset)
+    parallel = None
+    if distributed:
+        from backprop.distributed import DataParallelFit
+
+        parallel = DataParallelFit(model, train_loader, val_loader)
+        train_loader, val_loader, progress = parallel.train_loader, parallel.val_loader, progress and parallel.writes
+        callbacks = [c for c in callbacks if parallel.writes or not isinstance(c, ModelCheckpoint)]
 
     progress = _Progress(progress, initial_epoch, epochs)
     history = History()
@@ -125,6 +139,8 @@ def fit(
                 loss = loss_fn(output, y)
                 optimizer.zero_grad()
                 loss.backward()
+                if parallel is not None:
+                    parallel.average_gradients()
                 optimizer.step()
                 value = loss.item()
                 if not math.isfinite(value):
@@ -136,9 +152,11 @@ def fit(
                 progress.batch_done(totals)
                 for callback in callbacks:
                     callback.on_batch_end(batch, {"loss": value})
+            if parallel is not None:
+                parallel.reduce(totals)
             logs = totals.logs()
             if val_loader is not None:
-                scores = _evaluate(model, val_loader, loss_fn, metric_names, threshold)
+                scores = _evaluate(model, val_loader, loss_fn, metric_names, threshold, parallel)
                 logs.update({f"val_{name}": value for name, value in scores.items()})
             history.append(epoch, logs)
             progress.epoch_done(logs)
@@ -147,6 +165,10 @@ def fit(
             if any(callback.stop_training for callback in callbacks):
                 history.stopped_epoch = epoch
                 break
+    except BaseException as error:
+        if parallel is not None:
+            parallel.failed(error)
+        raise
     finally:
         progress.close()
     for callback in callbacks:
@@ -169,12 +191,14 @@ def evaluate(model, data, loss_fn=None, metrics=("accuracy",), batch_size=None):
     return _evaluate(model, loader, loss_fn, metric_names, threshold)
 
 
-def _evaluate(model, loader, loss_fn, metric_names, threshold):
+def _evaluate(model, loader, loss_fn, metric_names, threshold, parallel=None):
     totals = _Totals(metric_names, threshold, with_loss=loss_fn is not None)
     with evaluating(model):
         for x, y in loader:
             output = model(x)
             totals.add(loss_fn(output, y).item() if loss_fn is not None else None, output.data, y.data)
+    if parallel is not None:
+        parallel.reduce(totals)
     return totals.logs()
 
 
