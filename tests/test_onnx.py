@@ -88,6 +88,35 @@ def test_exported_file_has_a_dynamic_batch_axis_and_passes_the_full_check(tmp_pa
     assert bonnx.describe(tmp_path / "m.onnx") == f"{tmp_path / 'm.onnx'}: input float [N, 5] -> output float [N, 3] (opset 17)"
 
 
+def test_export_refuses_what_onnx_cannot_hold_with_one_line(tmp_path):
+    class Square(nn.Module):
+        def forward(self, x):
+            return x * x
+
+    from backprop.sklearn import MLPClassifier
+
+    cases = [
+        ((nn.Sequential(nn.Linear(3, 3), Square()),), {}, r"layer 1 is a Square"),
+        ((nn.Sequential(nn.Flatten(0)),), {"input_example": np.zeros((2, 3))}, r"Flatten\(start_dim=0\)"),
+        ((MODELS["linear-relu"][0](),), {"opset": 12}, r"opset must be an integer from 13"),
+        ((nn.Sequential(nn.ReLU()),), {}, r"give input_example"),
+        ((MLPClassifier(),), {}, r"MLPClassifier is not fitted"),
+    ]
+    for args, kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            bonnx.export(*args, tmp_path / "m.onnx", **kwargs)
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary left
+
+
+def test_nested_sequentials_export_with_their_state_dict_names(tmp_path):
+    model = nn.Sequential(nn.Sequential(nn.Linear(5, 8), nn.ReLU()), nn.Linear(8, 2))
+    bonnx.export(model, tmp_path / "nested.onnx")
+    assert [i.name for i in onnx.load(tmp_path / "nested.onnx").graph.initializer] == list(model.state_dict())
+    x = np.random.default_rng(0).standard_normal((37, 5)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(tmp_path / "nested.onnx", input=x)[0], ours(model, x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(ours(bonnx.load(tmp_path / "nested.onnx"), x), ours(model, x))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(MODELS) + ["gelu"])
 def test_load_gives_back_the_exported_model(tmp_path, name, dtype):
@@ -202,7 +231,12 @@ def predict_csv(path):
 
 @pytest.mark.parametrize(
     ("data", "extra"),
-    [("digits", ["--hidden", "32"]), ("breast-cancer", ["--loss", "bce", "--hidden", "8"]), ("diabetes", ["--hidden", "8"])],
+    [
+        ("digits", ["--hidden", "32"]),
+        ("iris", ["--hidden", "8", "--dtype", "float64"]),
+        ("breast-cancer", ["--loss", "bce", "--hidden", "8"]),
+        ("diabetes", ["--hidden", "8"]),
+    ],
 )
 def test_command_model_in_onnxruntime_predicts_as_backprop_predict_from_raw_features(tmp_path, data, extra):
     command("train", "--data", data, "--epochs", "3", "--out", "m.npz", *extra, cwd=tmp_path)
@@ -211,7 +245,8 @@ def test_command_model_in_onnxruntime_predicts_as_backprop_predict_from_raw_feat
     bonnx.export(tmp_path / "m.npz", tmp_path / "m.onnx")
     from backprop.datasets import load_dataset
 
-    raw = load_dataset(data).X.astype(np.float32)  # raw pixels / measurements, no standardization
+    dtype = np.float64 if "float64" in extra else np.float32
+    raw = load_dataset(data).X.astype(dtype)  # raw pixels / measurements, no standardization
     outputs = run_ort(tmp_path / "m.onnx", features=raw)
     meta = backprop.load(tmp_path / "m.npz").metadata
     session = onnx.load(tmp_path / "m.onnx")

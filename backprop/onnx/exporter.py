@@ -76,6 +76,8 @@ def _network_and_head(model, metadata):
         model = load(model)
     if hasattr(model, "model_"):  # a fitted backprop.sklearn estimator
         return model.model_, _estimator_head(model)
+    if hasattr(model, "get_params"):
+        raise ValueError(f"export: this {type(model).__name__} is not fitted; call fit before exporting it")
     if not isinstance(model, nn.Module):
         raise TypeError(f"export: expected a backprop Module, a fitted estimator or a model path; got {type(model).__name__}")
     explicit = metadata is not None
@@ -181,8 +183,8 @@ def _regressor_outputs(graph, output, head, n_outputs):
 # -- the network, one layer at a time -----------------------------------------------------
 def _network_nodes(graph, network, x, shapes):
     """Append the nodes of ``network``'s layers to ``graph``; return the output's name."""
-    for index, (layer, shape_in, shape_out) in enumerate(zip(_layers(network), shapes, shapes[1:])):
-        x = _layer_nodes(graph, layer, x, str(index), shape_in, shape_out)
+    for (name, layer), shape_in, shape_out in zip(_layers(network), shapes, shapes[1:]):
+        x = _layer_nodes(graph, layer, x, name, shape_in, shape_out)
     return x
 
 
@@ -227,17 +229,20 @@ def _layer_nodes(graph, layer, x, name, shape_in, shape_out):
     )
 
 
-def _layers(network):
+def _layers(module, name=""):
+    """(name as in ``state_dict()``, layer) for each layer, nested Sequentials opened."""
     from backprop import nn
 
-    return list(network) if isinstance(network, nn.Sequential) else [network]
+    if not isinstance(module, nn.Sequential):
+        return [(name or "0", module)]
+    return [pair for child, layer in module.named_children() for pair in _layers(layer, f"{name}.{child}" if name else child)]
 
 
 def _shapes(network, input_example):
     """The input's shape and each layer's output shape, from a forward pass of one example."""
     from backprop import Tensor, no_grad
 
-    layers = _layers(network)
+    layers = [layer for _, layer in _layers(network)]
     if input_example is None:
         first = layers[0] if layers else None
         if type(first).__name__ != "Linear":
