@@ -356,6 +356,8 @@ def test_unsupported_operators_and_graphs_are_refused_naming_the_node(tmp_path):
     one_line_error(graph_file(tmp_path / "transa.onnx", gemm, [w]), r"Gemm node 'g'.*transA")
     data_weight = [helper.make_node("MatMul", ["x", "x"], ["y"], name="xx")]
     one_line_error(graph_file(tmp_path / "xx.onnx", data_weight), r"tensor 'x' goes to MatMul node 'xx', MatMul node 'xx'")
+    half = [onnx.numpy_helper.from_array(np.ones((3, 3), np.float16), "w")]
+    one_line_error(graph_file(tmp_path / "half.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], half, onnx.TensorProto.FLOAT16), r"MatMul node 'mm'.*float16")
     external = onnx.numpy_helper.from_array(np.ones((3, 3), np.float32), "w")
     onnx.external_data_helper.set_external_data(external, "/etc/passwd")
     external.data_location = onnx.TensorProto.EXTERNAL

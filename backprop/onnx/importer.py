@@ -42,7 +42,10 @@ def load(path):
     props = {prop.key: prop.value for prop in proto.metadata_props}
     graph = _Chain(proto, path)
     if NETWORK_KEY in props:
-        start, end = props[NETWORK_KEY].split(",")
+        ends = props[NETWORK_KEY].split(",")
+        if len(ends) != 2:
+            raise ValueError(f"{path}: the file is corrupt (its {NETWORK_KEY} is not 'input,output')")
+        start, end = ends
     else:
         start, end = graph.single_input(), graph.single_output()
     layers = graph.layers(start, end)
@@ -133,7 +136,7 @@ class _Chain:
         name = node.input[index] if index < len(node.input) else ""
         if name not in self.constants:
             raise ValueError(f"{self.path}: {node.op_type} node {node.name!r}: its {what} must be a constant (an initializer)")
-        return self.constants[name].astype(np.float64) if self.constants[name].dtype.kind == "f" else self.constants[name]
+        return self.constants[name]
 
     def _refuse(self, node, why=""):
         why = why or f"the operator is not supported; backprop imports {SUPPORTED}"
@@ -151,21 +154,16 @@ class _Chain:
         if op == "Gemm":
             if attributes.get("transA", 0):
                 self._refuse(node, "transA=1 transposes the data, which a Linear layer does not")
-            b = self._constant(node, 1, "weight B")
+            b = self._matrix(node)
             weight = (b if attributes.get("transB", 0) else b.T) * attributes.get("alpha", 1.0)
             bias = self._constant(node, 2, "bias C") * attributes.get("beta", 1.0) if len(node.input) > 2 and node.input[2] else None
-            return self._linear(node, weight, bias)
+            return self._linear(node, weight.astype(b.dtype), bias)
         if op == "MatMul":
-            weight = self._constant(node, 1, "weight")
-            if weight.ndim != 2:
-                self._refuse(node, f"the weight must be a matrix; it has shape {weight.shape}")
-            return self._linear(node, weight.T, None)
+            return self._linear(node, self._matrix(node).T, None)
         if op in _ACTIVATIONS:
             return [getattr(nn, _ACTIVATIONS[op])()], node.output[0]
         if op in ("LeakyRelu", "PRelu"):
-            slope = np.float32(attributes.get("alpha", 0.01)) if op == "LeakyRelu" else self.constants.get(node.input[1])
-            if slope is None:
-                self._constant(node, 1, "slope")
+            slope = np.float32(attributes.get("alpha", 0.01)) if op == "LeakyRelu" else self._constant(node, 1, "slope")
             if np.size(slope) != 1:
                 self._refuse(node, f"a slope per channel (shape {np.shape(slope)}) has no backprop layer; LeakyReLU takes one")
             return [nn.LeakyReLU(_number(np.ravel(slope)[0]))], node.output[0]
@@ -183,37 +181,35 @@ class _Chain:
                 self._refuse(node, f"axis={attributes['axis']}: backprop imports Flatten(axis=1), which keeps the batch axis")
             return [nn.Flatten()], node.output[0]
         if op == "Dropout":
-            if len(node.input) > 1 and node.input[1]:
-                ratio = self.constants[node.input[1]] if node.input[1] in self.constants else self._constant(node, 1, "ratio")
-            else:
-                ratio = np.float32(attributes.get("ratio", 0.5))
+            given = len(node.input) > 1 and node.input[1]
+            ratio = self._constant(node, 1, "ratio") if given else np.float32(attributes.get("ratio", 0.5))
             return [nn.Dropout(_number(ratio))], node.output[0]
         self._refuse(node)
 
+    def _matrix(self, node):
+        weight = self._constant(node, 1, "weight")
+        if weight.ndim != 2 or weight.dtype not in (np.float32, np.float64):
+            self._refuse(node, f"the weight must be a float32 or float64 matrix; it is {weight.dtype}, shape {weight.shape}")
+        return weight
+
     def _linear(self, node, weight, bias):
-        """Linear(W, b), W of shape (out, in); a following Add of a constant becomes its bias."""
+        """Linear(W, b), W of shape (out, in) in the file's dtype; a following Add of a
+        constant becomes its bias."""
         from backprop import nn
 
         out_features, in_features = weight.shape
         output = node.output[0]
         after = self.consumers.get(output, [])
         if bias is None and len(after) == 1 and after[0].op_type == "Add":
-            add = after[0]
-            other = add.input[1] if add.input[0] == output else add.input[0]
-            if other in self.constants:
-                bias, output = self.constants[other].astype(np.float64), add.output[0]
-        layer = nn.Linear(in_features, out_features, bias=bias is not None, dtype=np.float64)
+            other = [name for name in after[0].input if name != output]
+            if len(other) == 1 and other[0] in self.constants:
+                bias, output = self.constants[other[0]], after[0].output[0]
+        if bias is not None and (bias.size not in (1, out_features) or bias.ndim > 2 or bias.shape[:-1] not in ((), (1,))):
+            self._refuse(node, f"the bias has shape {bias.shape}; a Linear layer's bias has {out_features} values")
+        layer = nn.Linear(in_features, out_features, bias=bias is not None, dtype=weight.dtype)
         layer.weight.data[...] = weight
         if bias is not None:
-            if bias.size not in (1, out_features) or bias.ndim > 2 or (bias.ndim == 2 and bias.shape[0] != 1):
-                raise ValueError(
-                    f"{self.path}: {node.op_type} node {node.name!r}: the bias has shape {bias.shape}; "
-                    f"a Linear layer's bias has {out_features} values"
-                )
             layer.bias.data[...] = np.broadcast_to(bias.reshape(-1), (out_features,))
-        layer.weight.data = layer.weight.data.astype(self.constants[node.input[1]].dtype)
-        if bias is not None:
-            layer.bias.data = layer.bias.data.astype(layer.weight.data.dtype)
         return [layer], output
 
     def _gelu_pattern(self, x, nodes):
