@@ -97,6 +97,7 @@ def test_export_refuses_what_onnx_cannot_hold_with_one_line(tmp_path):
 
     cases = [
         ((nn.Sequential(nn.Linear(3, 3), Square()),), {}, r"layer 1 is a Square"),
+        ((nn.Sequential(type("MyLinear", (nn.Linear,), {})(3, 3)),), {}, r"layer 0 is a MyLinear"),
         ((nn.Sequential(nn.Flatten(0)),), {"input_example": np.zeros((2, 3))}, r"Flatten\(start_dim=0\)"),
         ((MODELS["linear-relu"][0](),), {"opset": 12}, r"opset must be an integer from 13"),
         ((nn.Sequential(nn.ReLU()),), {}, r"give input_example"),

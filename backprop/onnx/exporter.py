@@ -34,6 +34,7 @@ MIN_OPSET = 13  # Softmax over one axis, Dropout's ratio as an input
 COMMAND_KEYS = ("task", "loss", "feature_names", "feature_mean", "feature_std")
 NETWORK_KEY = "backprop.network"  # "input tensor,output tensor" of the network inside the graph
 METADATA_KEY = "backprop.metadata"  # the command's metadata, as JSON
+LAYERS = ("Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Identity", "Flatten", "Dropout")
 
 
 def export(model, path, input_example=None, opset=None, metadata=None):
@@ -189,7 +190,11 @@ def _network_nodes(graph, network, x, shapes):
 
 
 def _layer_nodes(graph, layer, x, name, shape_in, shape_out):
+    from backprop import nn
+
     kind = type(layer).__name__
+    if kind not in LAYERS or getattr(nn, kind) is not type(layer):  # not a subclass with another forward
+        raise ValueError(f"export: layer {name} is a {kind}; ONNX export covers {', '.join(LAYERS)}")
     if kind == "Linear":
         weight = graph.constant(f"{name}.weight", layer.weight.data)
         bias = [graph.constant(f"{name}.bias", layer.bias.data)] if layer.bias is not None else []
@@ -221,12 +226,7 @@ def _layer_nodes(graph, layer, x, name, shape_in, shape_out):
             return graph.op("Flatten", [x], f"{name}/Flatten", axis=1)
         shape = graph.constant(f"{name}.shape", np.array([0, *shape_out[1:]], dtype=np.int64), keep_dtype=True)
         return graph.op("Reshape", [x, shape], f"{name}/Reshape")
-    if kind == "Dropout":
-        return graph.op("Dropout", [x, graph.constant(f"{name}.ratio", np.array(layer.p))], f"{name}/Dropout")
-    raise ValueError(
-        f"export: layer {name} is a {kind}; ONNX export covers Linear, ReLU, LeakyReLU, Sigmoid, Tanh, "
-        "GELU, Softmax, Identity, Flatten and Dropout"
-    )
+    return graph.op("Dropout", [x, graph.constant(f"{name}.ratio", np.array(layer.p))], f"{name}/Dropout")  # Dropout
 
 
 def _layers(module, name=""):
@@ -240,12 +240,12 @@ def _layers(module, name=""):
 
 def _shapes(network, input_example):
     """The input's shape and each layer's output shape, from a forward pass of one example."""
-    from backprop import Tensor, no_grad
+    from backprop import Tensor, nn, no_grad
 
     layers = [layer for _, layer in _layers(network)]
     if input_example is None:
         first = layers[0] if layers else None
-        if type(first).__name__ != "Linear":
+        if not isinstance(first, nn.Linear):
             raise ValueError("export: give input_example (an array of the input's shape) when the first layer is not Linear")
         input_example = np.zeros((1, first.in_features))
     example = np.asarray(input_example)
