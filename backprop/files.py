@@ -6,6 +6,7 @@
   by the file each name resolves to (symbolic links followed, hard links by inode).
 - ``atomic_write(path)``: a file appears whole or not at all; a crash, a full disk or
   Ctrl-C leaves the old file as it was and no temporary behind.
+- ``physical_memory()``: the bound for sizes a file declares or a user asks for.
 - ``json_text(value)``: JSON that every parser reads: NaN and infinities become ``null``.
 """
 
@@ -16,7 +17,7 @@ import os
 import secrets
 import stat
 
-__all__ = ["regular_file", "check_paths", "atomic_write", "json_text"]
+__all__ = ["regular_file", "check_paths", "atomic_write", "json_text", "physical_memory"]
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -119,6 +120,14 @@ def atomic_write(path, mode="wb", encoding="utf-8", newline=None):
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def physical_memory():
+    """This machine's memory in bytes (infinity where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return math.inf
 
 
 def _nulled(value):

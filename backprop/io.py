@@ -23,19 +23,21 @@ file and the problem (``FileNotFoundError`` when there is no file).
 Writing is atomic (``backprop.files.atomic_write``): a crash leaves the old file as it was.
 """
 
+import contextlib
 import json
 import numbers
 import os
 import re
 import struct
+import warnings
 import zipfile
 import zlib
 
 from backprop.backend import xp
-from backprop.files import atomic_write, regular_file
+from backprop.files import atomic_write, physical_memory, regular_file
 from backprop.random import get_rng_state, set_rng_state
 
-__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "FORMAT_VERSION"]
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "read_npz", "FORMAT_VERSION"]
 
 FORMAT_NAME = "backprop"
 FORMAT_VERSION = 1
@@ -261,31 +263,52 @@ def _load(path):
 
 def _read(path):
     """The header (checked against the schema) and the arrays of a backprop file."""
-    regular_file(path, "model file")
+    with _archive(path, "model file", "a backprop file (an .npz archive written by backprop.save)") as archive:
+        if archive.namelist() and _HEADER + ".npy" not in archive.namelist():
+            raise _Corrupt("it has no backprop header; it was not written by backprop.save")
+        members = _members(archive, lambda name: name == _HEADER or _MEMBER.fullmatch(name))
+        header = _header(archive, members.pop(_HEADER))
+        found = {}
+        _references(header["tree"], found)
+        missing, extra = sorted(found.keys() - members.keys()), sorted(members.keys() - found.keys())
+        if missing:
+            raise _Corrupt(f"the file is corrupt (its header refers to arrays it does not hold: {missing[:5]})")
+        if extra:
+            raise _Corrupt(f"the file is corrupt (it holds arrays its header does not refer to: {extra[:5]})")
+        layouts = {name: _layout(archive, info, name) for name, info in members.items()}
+        for name, tag in found.items():
+            if tag == "scalar" and layouts[name][1] != ():
+                raise _Corrupt(f"the scalar {name} has shape {layouts[name][1]}; a scalar has shape ()")
+        if header["kind"] == "model":
+            _check_model_layout(header, layouts)
+        return header, {name: _array(archive, members[name], layouts[name]) for name in members}
+
+
+def read_npz(path, what="data file"):
+    """``{name: array}`` of any ``.npz`` archive (``numpy.savez``), read as ``load`` reads a
+    model file: never unpickled, plain dtypes only, declared sizes checked before anything
+    is allocated; any problem is one ``ValueError`` naming the file."""
+    try:
+        with _archive(path, what, "an .npz file (a zip of NumPy arrays, as numpy.savez writes)") as archive:
+            members = _members(archive, lambda name: name.isidentifier())
+            return {name: _array(archive, info, _layout(archive, info, name)) for name, info in members.items()}
+    except _Corrupt as error:
+        raise ValueError(f"{os.fspath(path)}: {error}") from None
+
+
+@contextlib.contextmanager
+def _archive(path, what, kind):
+    """The open zip archive at ``path`` (a regular file); the errors of a corrupt file as ``_Corrupt``."""
+    regular_file(path, what)
     with open(path, "rb") as file:
         magic = file.read(4)
     if magic[:1] == b"\x80":
         raise _Corrupt(_PICKLED)
     if magic[:2] != b"PK":
-        raise _Corrupt("it is not a backprop file (expected an .npz archive written by backprop.save)")
+        raise _Corrupt(f"it is not {kind}")
     try:
         with zipfile.ZipFile(path) as archive:
-            members = _members(archive)
-            header = _header(archive, members.pop(_HEADER))
-            found = {}
-            _references(header["tree"], found)
-            missing, extra = sorted(found.keys() - members.keys()), sorted(members.keys() - found.keys())
-            if missing:
-                raise _Corrupt(f"the file is corrupt (its header refers to arrays it does not hold: {missing[:5]})")
-            if extra:
-                raise _Corrupt(f"the file is corrupt (it holds arrays its header does not refer to: {extra[:5]})")
-            layouts = {name: _layout(archive, info, name) for name, info in members.items()}
-            for name, tag in found.items():
-                if tag == "scalar" and layouts[name][1] != ():
-                    raise _Corrupt(f"the scalar {name} has shape {layouts[name][1]}; a scalar has shape ()")
-            if header["kind"] == "model":
-                _check_model_layout(header, layouts)
-            arrays = {name: _array(archive, members[name], layouts[name]) for name in members}
+            yield archive
     except _Corrupt:
         raise
     except MemoryError:
@@ -293,20 +316,18 @@ def _read(path):
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, struct.error,
             NotImplementedError, RuntimeError, ValueError, OverflowError, UnicodeDecodeError) as error:
         raise _Corrupt(f"the file is corrupt or truncated ({type(error).__name__}: {str(error)[:200]})") from None
-    return header, arrays
 
 
-def _members(archive):
-    """``{name without .npy: ZipInfo}``, after checking the archive's directory."""
+def _members(archive, allowed):
+    """``{name without .npy: ZipInfo}``, after checking the archive's directory: names
+    ``allowed``, each once, not encrypted, and sizes the file can hold and memory can take."""
     infos = archive.infolist()
     if not infos:
-        raise _Corrupt("it is an empty archive; it was not written by backprop.save")
-    if _HEADER + ".npy" not in archive.namelist():
-        raise _Corrupt("it has no backprop header; it was not written by backprop.save")
+        raise _Corrupt("it is an empty archive")
     members = {}
     for info in infos:
         name = info.filename.removesuffix(".npy")
-        if not info.filename.endswith(".npy") or not (name == _HEADER or _MEMBER.fullmatch(name)):
+        if not info.filename.endswith(".npy") or not allowed(name):
             raise _Corrupt(f"unexpected member {info.filename[:60]!r} in the archive")
         if name in members:
             raise _Corrupt(f"the archive holds {info.filename!r} twice")
@@ -321,16 +342,9 @@ def _members(archive):
             raise _Corrupt(f"the member {info.filename!r} declares {info.file_size} bytes, more than its data can hold")
         members[name] = info
     declared = sum(info.file_size for info in infos)
-    if declared > _memory_bytes():
+    if declared > physical_memory():
         raise _Corrupt(f"it declares {declared} bytes of arrays, more than this machine's memory")
     return members
-
-
-def _memory_bytes():
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not POSIX: no bound but the deflate ratio's
-        return float("inf")
 
 
 def _layout(archive, info, name):
@@ -342,7 +356,9 @@ def _layout(archive, info, name):
         if version not in read_header:
             raise _Corrupt(f"the array {name} has an unsupported .npy version {version}")
         try:
-            shape, fortran_order, dtype = read_header[version](file)
+            with warnings.catch_warnings():  # a mangled header's escapes warn as they are parsed
+                warnings.simplefilter("ignore")
+                shape, fortran_order, dtype = read_header[version](file)
         except Exception as error:  # numpy parses the header with ast.literal_eval: any error of a parser
             raise _Corrupt(f"the array {name} has a corrupt .npy header ({str(error)[:100]})") from None
         offset = file.tell()
@@ -370,6 +386,8 @@ def _array(archive, info, layout):
         data = bytearray(info.file_size - offset)
         if file.readinto(data) != len(data):
             raise _Corrupt("the file is truncated")
+    if dtype.kind == "U" and (xp.frombuffer(data, dtype=dtype.byteorder + "u4") > 0x10FFFF).any():
+        raise _Corrupt("the file is corrupt (a string holds a character that does not exist)")
     return xp.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
 
 

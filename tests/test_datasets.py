@@ -149,11 +149,14 @@ def test_missing_file_and_unsupported_type(tmp_path):
 
 def test_npz_refuses_pickled_objects_and_non_archives(tmp_path):
     np.savez(tmp_path / "o.npz", X=np.array([[1, 2]], dtype=object), y=np.array([0]))
-    with pytest.raises(ValueError, match="pickled Python objects"):
+    with pytest.raises(ValueError, match="contains a pickled object"):
         load_dataset(tmp_path / "o.npz")
     (tmp_path / "junk.npz").write_bytes(b"\x80\x04junk")
-    with pytest.raises(ValueError, match="not a .npz file"):
+    with pytest.raises(ValueError, match="contains a pickled object"):
         load_dataset(tmp_path / "junk.npz")
+    (tmp_path / "text.npz").write_text("X,y\n1,2\n")
+    with pytest.raises(ValueError, match="it is not an .npz file"):
+        load_dataset(tmp_path / "text.npz")
     np.savez(tmp_path / "noy.npz", X=np.ones((2, 2)))
     with pytest.raises(ValueError, match="expected arrays named 'X' and 'y'; the file has X"):
         load_dataset(tmp_path / "noy.npz")
