@@ -204,10 +204,9 @@ def _read_csv(path, target, task, features, require_target):
     if not feature_columns:
         raise ValueError(f"{path}: the only column is the target {target!r}; there are no features")
     target_column = header.index(target) if target in header else None
-    columns = feature_columns + ([target_column] if target_column is not None else [])
     try:
-        frame = pandas.read_csv(
-            path, header=0, names=range(len(header)), usecols=columns, encoding="utf-8-sig",
+        frame = pandas.read_csv(  # every column, so that a row with an extra field is an error
+            path, header=0, names=range(len(header)), encoding="utf-8-sig",
             dtype={j: xp.float64 for j in feature_columns}, keep_default_na=False, na_values=[""],
             engine="c",
         )
@@ -225,16 +224,18 @@ def _read_csv(path, target, task, features, require_target):
     y = names = None
     if target_column is not None:
         cells = frame[target_column]
-        if cells.isna().any() and not require_target:
-            target_column = None  # a blank target column where none is needed: ignored
-        else:
+        if cells.isna().any():
+            if require_target:
+                raise _csv_problem(path, header, feature_columns, target_column)
+        else:  # a blank target where none is needed is ignored
             values = cells.to_numpy()
             if values.dtype.kind not in "biuf":
-                values = values.astype(str)
-                stripped = xp.char.strip(values)
-                numbers = pandas.to_numeric(pandas.Series(stripped), errors="coerce").to_numpy()
-                values = numbers if not xp.isnan(numbers).any() else stripped
-            if (values.dtype.kind == "f" and not xp.isfinite(values).all()) or (values.dtype.kind == "U" and (values == "").any()):
+                values = xp.char.strip(values.astype(str))
+                numbers = pandas.to_numeric(pandas.Series(values), errors="coerce").to_numpy(dtype=xp.float64)
+                nan = xp.isin(xp.char.lower(values), ["nan", "+nan", "-nan"])
+                if (~xp.isnan(numbers) | nan).all():  # all numbers: 1, 2.0, nan (refused below)
+                    values = numbers
+            if values.dtype.kind == "f" and not xp.isfinite(values).all():
                 raise _csv_problem(path, header, feature_columns, target_column)
             y, names, task = _encode_target(values, task, f"{path}, column {target!r}")
     return LoadedDataset(X, y, [header[j] for j in feature_columns], names, task, target, str(path))
