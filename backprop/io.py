@@ -290,7 +290,7 @@ def read_npz(path, what="data file"):
     is allocated; any problem is one ``ValueError`` naming the file."""
     try:
         with _archive(path, what, "an .npz file (a zip of NumPy arrays, as numpy.savez writes)") as archive:
-            members = _members(archive, lambda name: name.isidentifier())
+            members = _members(archive, lambda name: True)
             return {name: _array(archive, info, _layout(archive, info, name)) for name, info in members.items()}
     except _Corrupt as error:
         raise ValueError(f"{os.fspath(path)}: {error}") from None

@@ -70,6 +70,21 @@ def mlp(sizes, activation="relu", dtype=None):
     return nn.Sequential(*layers)
 
 
+def mlp_memory(sizes, dtype=np.float32, batch_size=32):
+    """An estimate, in bytes, of what training ``mlp(sizes)`` with Adam allocates, to refuse
+    a size before allocating it: with P = sum over layers of (n_in + 1) n_out parameters,
+    B examples per batch and N = sum of ``sizes``,
+
+        itemsize * (6 P + 4 B N)
+
+    6 P: the weights, their gradients, Adam's two moments and two work arrays per weight;
+    4 B N: each layer's output and its activation, forward, and their gradients, backward.
+    Python ints, so that no size overflows."""
+    sizes = [int(n) for n in sizes]
+    parameters = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    return np.dtype(dtype).itemsize * (6 * parameters + 4 * int(batch_size) * sum(sizes))
+
+
 class _BaseMLP(BaseEstimator):
     def __init__(
         self,
@@ -357,4 +372,4 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return output[:, 0] if self._single_output else output
 
 
-__all__ = ["MLPClassifier", "MLPRegressor", "mlp", "ACTIVATIONS", "SOLVERS"]
+__all__ = ["MLPClassifier", "MLPRegressor", "mlp", "mlp_memory", "ACTIVATIONS", "SOLVERS"]

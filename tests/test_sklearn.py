@@ -151,3 +151,31 @@ def test_bad_parameters_are_named_in_the_error(params, message):
     X, y = load_iris(return_X_y=True)
     with pytest.raises(ValueError, match=message):
         MLPClassifier(**params).fit(X, y)
+
+
+# -- mlp_memory: what training would allocate, before it does -------------------------------------------
+@pytest.mark.parametrize("sizes, batch", [((64, 512, 256, 10), 32), ((8, 64, 3), 2048), ((300, 1000, 2), 1)])
+def test_mlp_memory_is_within_a_factor_two_of_what_training_with_adam_allocates(sizes, batch):
+    import tracemalloc
+
+    from backprop import Tensor, nn, optim
+    from backprop.sklearn import mlp, mlp_memory
+
+    rng = np.random.default_rng(0)
+    x, y = Tensor(rng.normal(size=(batch, sizes[0]))), Tensor(rng.integers(0, sizes[-1], batch))
+    tracemalloc.start()
+    model = mlp(sizes, dtype=np.float64)
+    optimizer = optim.Adam(model.parameters())
+    for _ in range(2):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert 0.5 * peak < mlp_memory(sizes, np.float64, batch) < 2 * peak
+
+
+def test_mlp_memory_of_a_billion_wide_layer_is_counted_without_overflow():
+    from backprop.sklearn import mlp_memory
+
+    assert mlp_memory([10, 10**9, 2], "float32", 32) == 4 * (6 * (11 * 10**9 + (10**9 + 1) * 2) + 4 * 32 * (10**9 + 12))
