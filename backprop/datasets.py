@@ -401,7 +401,9 @@ def standardize_stats(X, names=None):
     scaled). ``names`` names the columns in errors; a non-finite value is an error.
     """
     X = xp.asarray(X, dtype=xp.float64)
-    _check_finite_columns(X, names, "holds")
+    bad = _first_non_finite(X)
+    if bad is not None:
+        raise ValueError(f"feature column {_column(names, bad[1])} holds {X[bad]} (row {bad[0] + 1}); features must be finite")
     scale = xp.abs(X).max(axis=0)
     scale[scale == 0] = 1.0
     scaled = X / scale
@@ -414,19 +416,26 @@ def standardize_stats(X, names=None):
 def standardize(X, mean, std, dtype=xp.float32, names=None):
     """``(X - mean) / std`` in ``dtype``; a value that ``dtype`` cannot represent (1e200 in
     float32, or an overflow in float64) is an error naming its column."""
+    X = xp.asarray(X, dtype=xp.float64)
     with xp.errstate(over="ignore", invalid="ignore"):
-        Z = ((xp.asarray(X, dtype=xp.float64) - mean) / std).astype(dtype)
-    _check_finite_columns(Z, names, f"standardized with the training statistics, has values that {xp.dtype(dtype).name} cannot represent:", X)
+        Z = ((X - mean) / std).astype(dtype)
+    bad = _first_non_finite(Z)
+    if bad is not None:
+        raise ValueError(
+            f"feature column {_column(names, bad[1])} holds {X[bad]:g} (row {bad[0] + 1}), which "
+            f"{xp.dtype(dtype).name} cannot represent once standardized with the training statistics"
+        )
     return Z
 
 
-def _check_finite_columns(Z, names, what, original=None):
+def _first_non_finite(Z):
+    """(row, column) of the first NaN or infinite entry of a 2-D array, or None."""
     bad = ~xp.isfinite(Z)
-    if bad.any():
-        i, j = (int(v) for v in xp.argwhere(bad)[0])
-        name = repr(names[j]) if names is not None else str(j)
-        value = (original if original is not None else Z)[i, j]
-        raise ValueError(f"feature column {name} {what} {value:g} (row {i + 1})")
+    return tuple(int(v) for v in xp.argwhere(bad)[0]) if bad.any() else None
+
+
+def _column(names, j):
+    return repr(names[j]) if names is not None else str(j)
 
 
 # -- the entry point ---------------------------------------------------------------------

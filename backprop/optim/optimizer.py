@@ -7,7 +7,9 @@ only ``step()``. The base class holds what they share, as in ``torch.optim``:
   the rule's hyperparameters (``"lr"``, ...), so that groups may differ in them;
 - ``state``: a dict from parameter to that parameter's state (moment estimates,
   step count), filled in by the rule on its first step;
-- ``zero_grad()``, ``add_param_group()``, ``state_dict()``, ``load_state_dict()``.
+- ``zero_grad()``, ``add_param_group()``, ``state_dict()``, ``load_state_dict()``;
+- the hyperparameters' checks, as ``torch.optim``'s (NaN refused too), for every group
+  added and every ``state_dict`` loaded.
 
 Rules update ``p.data`` in place and never write into ``p.grad``. Their temporaries
 live in preallocated work arrays (``_scratch``), one set per parameter, so a step
@@ -92,7 +94,7 @@ class Optimizer:
         if len({id(p) for p in params}) != len(params) or any(id(p) in seen for p in params):
             raise ValueError("some parameters appear more than once in the optimizer's parameter groups")
         group = {**self.defaults, **param_group, "params": params}
-        check_hyperparameters(group)
+        _check_hyperparameters(group)
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none=True):
@@ -165,14 +167,14 @@ class Optimizer:
         for group, saved in zip(self.param_groups, saved_groups):
             values = {key: tuple(value) if isinstance(group.get(key), tuple) else value
                       for key, value in saved.items() if key != "params"}
-            check_hyperparameters({**group, **values})
+            _check_hyperparameters({**group, **values})
             restored.append(values)
         self.state = state
         for group, values in zip(self.param_groups, restored):
             group.update(values)
 
 
-def check_hyperparameters(group):
+def _check_hyperparameters(group):
     """Raise as ``torch.optim``'s constructors do for a hyperparameter out of range (NaN
     included), and ``TypeError`` for one that is not a real number (or a bool flag)."""
     for key, value in group.items():
