@@ -33,6 +33,7 @@ import warnings
 import zipfile
 import zlib
 
+from backprop import nn
 from backprop.backend import xp
 from backprop.files import atomic_write, physical_memory, regular_file
 from backprop.random import get_rng_state, set_rng_state
@@ -63,10 +64,8 @@ def save(obj, path, metadata=None):
     dicts (str or int keys), lists and tuples of ndarrays, NumPy scalars, Python numbers,
     strings, bools and None, such as ``{"model": model.state_dict(), "epoch": 3}``.
     """
-    from backprop.nn import Module
-
     arrays = {}
-    if isinstance(obj, Module):
+    if isinstance(obj, nn.Module):
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"save: metadata must be a dict; got {type(metadata).__name__}")
         header = {
@@ -246,8 +245,6 @@ def _load(path):
     tree = _decode(header["tree"], archive_arrays)
     if header["kind"] == "tree":
         return tree
-    from backprop import nn
-
     _check_finite(tree, "weight")
     try:
         model = nn.from_config(header["config"])
@@ -460,7 +457,7 @@ def _check_model_layout(header, layouts):
 def _parameter_shapes(config, prefix=""):
     """The names and shapes of the parameters ``nn.from_config(config)`` would allocate.
 
-    Linear is the one built-in layer with parameters (tests/test_io.py checks this
+    Linear is the one built-in layer with parameters (tests/test_io_hostile.py checks this
     against every registered layer); the checks on its arguments are its own."""
     if not isinstance(config, dict) or not isinstance(config.get("type"), str):
         raise _Corrupt("the model architecture is corrupt (a layer is not an object with a 'type')")

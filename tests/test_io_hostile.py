@@ -386,3 +386,16 @@ def test_random_header_edits_of_a_checkpoint_load_or_raise_one_value_error(tmp_p
     path = tmp_path / "edited.npz"
     write_file(path, header, arrays)
     loads_or_one_value_error(path, restore_into_fresh)
+
+
+def test_the_parameter_shapes_read_from_a_config_are_those_every_builtin_layer_allocates():
+    from backprop.io import _parameter_shapes
+    from backprop.nn.module import _BUILTIN
+
+    for name, cls in _BUILTIN.items():
+        if name == "Sequential":
+            continue
+        layer = cls(3, 5) if name == "Linear" else cls()
+        model = nn.Sequential(layer, nn.Sequential(nn.Linear(5, 2, bias=False)))
+        actual = {key: value.shape for key, value in model.state_dict().items()}
+        assert _parameter_shapes(model.config()) == actual, name
