@@ -1,6 +1,8 @@
 """backprop: neural networks trained by backpropagation on NumPy arrays, showing their work."""
 
-from backprop import data, explain, nn, optim
+import importlib
+
+from backprop import data, datasets, explain, files, io, nn, optim, training
 from backprop.gradcheck import GradcheckError, gradcheck
 from backprop.io import load, save
 from backprop.ops import concatenate, stack, where
@@ -10,6 +12,14 @@ from backprop.tensor import Tensor, is_grad_enabled, no_grad, tensor
 from backprop.training import History, evaluate, fit
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``backprop.sklearn`` on first use: it imports scikit-learn, which ``import backprop`` need not."""
+    if name == "sklearn":
+        return importlib.import_module("backprop.sklearn")
+    raise AttributeError(f"module 'backprop' has no attribute {name!r}")
+
 
 __all__ = [
     "Tensor",

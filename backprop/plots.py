@@ -3,10 +3,12 @@
 
 The figure is drawn on matplotlib's Agg canvas directly (``matplotlib.figure.Figure``,
 not ``pyplot``), so it needs no display and leaves the user's pyplot backend and
-open figures untouched.
+open figures untouched. The PNG is written atomically (``backprop.files.atomic_write``).
 """
 
 from pathlib import Path
+
+from backprop.files import atomic_write
 
 
 def plot_history(history, path, title=None):
@@ -38,7 +40,8 @@ def plot_history(history, path, title=None):
     if title:
         fig.suptitle(title)
     path = Path(path)
-    fig.savefig(path, dpi=100, format="png")
+    with atomic_write(path) as file:
+        fig.savefig(file, dpi=100, format="png")
     return path
 
 

@@ -42,15 +42,29 @@ def is_grad_enabled():
 
 
 def _as_array(data, dtype=None):
-    """Python data becomes float32 (ints stay int64, bools bool); arrays keep their dtype."""
+    """Python data becomes float32 (ints stay int64, bools bool); arrays keep their dtype.
+
+    As ``torch.tensor``, only numbers are accepted: bool, integer, floating and complex
+    values; strings, bytes, None, objects and ragged lists are a TypeError or ValueError."""
     if isinstance(data, Tensor):
         data = data.data
     if isinstance(data, xp.ndarray):
+        _check_numeric(data.dtype, data)
         return data if dtype is None else data.astype(dtype, copy=False)
-    array = xp.asarray(data, dtype=dtype)
+    try:
+        array = xp.asarray(data, dtype=dtype)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"Tensor: cannot make an array of numbers from {type(data).__name__} data ({error})") from None
+    _check_numeric(array.dtype, data)
     if dtype is None and array.dtype.kind == "f" and not isinstance(data, xp.generic):
         array = array.astype(xp.float32)
     return array
+
+
+def _check_numeric(dtype, data):
+    if dtype.kind not in "biufc":
+        got = f"an array of dtype {dtype}" if isinstance(data, xp.ndarray) else f"{type(data).__name__} data"
+        raise TypeError(f"Tensor: expected numbers (bool, int, float or complex); got {got}")
 
 
 class Tensor:

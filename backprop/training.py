@@ -105,6 +105,7 @@ def fit(
     for callback in callbacks:
         if not isinstance(callback, Callback):
             raise TypeError(f"fit: callbacks must be Callback instances; got {type(callback).__name__}")
+    train, val = _from_pandas("train", train), _from_pandas("val", val)
     metric_names = _check_metrics(metrics)
     threshold = _threshold(loss_fn)
     dtype = parameter_dtype(model)
@@ -183,6 +184,7 @@ def evaluate(model, data, loss_fn=None, metrics=("accuracy",), batch_size=None):
     ``(X, y)`` pair, a ``Dataset`` or a ``DataLoader``; ``batch_size`` None evaluates
     the whole set at once. For a single output column, accuracy thresholds at 0 with
     ``BCEWithLogitsLoss`` and at 0.5 otherwise (see ``backprop.metrics``)."""
+    data = _from_pandas("data", data)
     metric_names = _check_metrics(metrics)
     threshold = _threshold(loss_fn)
     loader = _loader("data", data, batch_size, False, None, model, parameter_dtype(model), threshold)
@@ -279,6 +281,29 @@ def _threshold(loss_fn):
     from backprop.nn import BCEWithLogitsLoss
 
     return 0.0 if isinstance(loss_fn, BCEWithLogitsLoss) else 0.5
+
+
+def _from_pandas(name, data):
+    """An (X, y) pair of pandas DataFrames / Series as NumPy arrays (numeric columns only;
+    a missing value of a nullable column becomes NaN); anything else unchanged."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2 or not any(type(a).__module__.startswith("pandas") for a in data):
+        return data
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    arrays = []
+    for part, value in zip(("X", "y"), data):
+        if type(value).__module__.startswith("pandas") and hasattr(value, "to_numpy"):
+            dtypes = value.dtypes.items() if hasattr(value.dtypes, "items") else [(value.name, value.dtype)]
+            for column, dtype in dtypes:
+                if not (is_numeric_dtype(dtype) or is_bool_dtype(dtype)):
+                    raise TypeError(
+                        f"{name}: {part} column {column!r} has dtype {dtype}; only numeric columns can be "
+                        "used (encode labels as class indices first)"
+                    )
+            array = value.to_numpy()
+            value = array if array.dtype != object else value.to_numpy(dtype=xp.float64, na_value=xp.nan)
+        arrays.append(value)
+    return type(data)(arrays)
 
 
 def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):

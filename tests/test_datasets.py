@@ -1,10 +1,14 @@
 import gzip
+import os
+import re
 import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from backprop.datasets import BUILTINS, load_dataset, read_idx
+from backprop.datasets import BUILTINS, load_dataset, read_idx, standardize, standardize_stats
 
 
 def write_idx(path, array):
@@ -149,11 +153,14 @@ def test_missing_file_and_unsupported_type(tmp_path):
 
 def test_npz_refuses_pickled_objects_and_non_archives(tmp_path):
     np.savez(tmp_path / "o.npz", X=np.array([[1, 2]], dtype=object), y=np.array([0]))
-    with pytest.raises(ValueError, match="pickled Python objects"):
+    with pytest.raises(ValueError, match="contains a pickled object"):
         load_dataset(tmp_path / "o.npz")
     (tmp_path / "junk.npz").write_bytes(b"\x80\x04junk")
-    with pytest.raises(ValueError, match="not a .npz file"):
+    with pytest.raises(ValueError, match="contains a pickled object"):
         load_dataset(tmp_path / "junk.npz")
+    (tmp_path / "text.npz").write_text("X,y\n1,2\n")
+    with pytest.raises(ValueError, match="it is not an .npz file"):
+        load_dataset(tmp_path / "text.npz")
     np.savez(tmp_path / "noy.npz", X=np.ones((2, 2)))
     with pytest.raises(ValueError, match="expected arrays named 'X' and 'y'; the file has X"):
         load_dataset(tmp_path / "noy.npz")
@@ -168,3 +175,146 @@ def test_truncated_idx_file_is_reported(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(raw[:-1])
     with pytest.raises(ValueError, match="the header announces shape"):
         load_dataset(tmp_path)
+
+
+# -- hostile data files --------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, message", [
+    ("a,b,a,y\n1,2,3,0\n4,5,6,1\n", "the column name 'a' appears twice (columns 1 and 3); column names must be unique"),
+    ("a, b ,b,y\n1,2,3,0\n", "the column name 'b' appears twice (columns 2 and 3)"),
+    ("a,,y\n1,2,0\n", "column 2 of the header has no name"),
+])
+def test_duplicate_or_empty_column_names_are_refused(tmp_path, text, message):
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_dataset(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_or_a_device_as_data_is_refused_before_it_is_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(ValueError, match=r"pipe.csv is a FIFO \(named pipe\); expected a regular file"):
+        load_dataset(tmp_path / "pipe.csv")  # opening it would wait for a writer forever
+    os.mkfifo(tmp_path / "train-images-idx3-ubyte")
+    with pytest.raises(ValueError, match="is a FIFO"):
+        read_idx(tmp_path / "train-images-idx3-ubyte")
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="zero.csv is a character device"):
+        load_dataset(tmp_path / "zero.csv")  # it would be read forever
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "not gzip"])
+def test_a_corrupt_gzip_idx_file_is_one_clear_error(tmp_path, damage):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(path, np.random.default_rng(0).integers(0, 256, size=(50, 8, 8), dtype=np.uint8))
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        raw[len(raw) // 2] ^= 0xFF
+    elif damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw = bytearray(b"plain text, not gzip")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz: (not a valid gzip file|the header announces)") as error:
+        load_dataset(tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_an_idx_header_announcing_more_than_memory_is_refused_before_reading(tmp_path):
+    path = tmp_path / "big-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x0E, 3]) + struct.pack(">3I", 2**32 - 1, 2**32 - 1, 2**32 - 1))
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        read_idx(path)
+
+
+def test_an_npz_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 10**6)})
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as archive:
+        archive.writestr("X.npy", buffer.getvalue() + bytes(16))
+        archive.writestr("y.npy", buffer.getvalue())
+    with pytest.raises(ValueError, match=r"declares shape \(1000000000, 1000000\)"):
+        load_dataset(tmp_path / "d.npz")
+
+
+def test_a_blank_target_column_is_allowed_where_no_target_is_needed(tmp_path):
+    path = tmp_path / "new.csv"
+    path.write_text("a,b,y\n1,2,\n3,4,\n")
+    data = load_dataset(path, target="y", features=["a", "b"], require_target=False)
+    np.testing.assert_array_equal(data.X, [[1, 2], [3, 4]])
+    assert data.y is None
+    with pytest.raises(ValueError, match="line 2: target column 'y' is empty"):
+        load_dataset(path, target="y", features=["a", "b"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a,b,y\n1,2,0\n3,inf,1\n", "line 3: feature column 'b' is 'inf', not a finite number"),
+    ("a,b,y\n1,2,0\n3,4,nan\n", "line 3: target column 'y' is 'nan'"),
+    ("a,b,y\n1,2,0\n\n3,4,1,9\n", "line 4: 4 fields but the header has 3"),
+    ("a,b,y\n1,2,cat\n3,4,\n", "line 3: target column 'y' is empty"),
+    ('a,b,y\n1,"2,0\n', "line 2: 2 fields but the header has 3"),
+])
+def test_more_bad_csvs_name_the_line(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_dataset(path)
+
+
+def test_csv_numbers_are_parsed_exactly_as_python_parses_them(tmp_path):
+    values = np.random.default_rng(0).normal(size=(200, 3)) * 10.0 ** np.random.default_rng(1).integers(-300, 300, (200, 3))
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,c,y\n" + "".join(f"{float(a)!r},{float(b)!r},{float(c)!r},{i % 2}\n" for i, (a, b, c) in enumerate(values)))
+    np.testing.assert_array_equal(load_dataset(path).X, values)
+
+
+def test_non_utf8_csv_is_refused(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("größe,y\n1,0\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not a text CSV file"):
+        load_dataset(path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.sampled_from(list("ab,y01.5e-\n\r \"\t#x") + ["nan", "inf", "\u00e9", "\x00"]), max_size=40).map("".join))
+def test_random_csv_text_loads_or_raises_one_value_error(tmp_path, text):
+    path = tmp_path / "random.csv"
+    path.write_text(text, encoding="utf-8")
+    try:
+        data = load_dataset(path)
+    except ValueError as error:
+        assert "\n" not in str(error) and str(path) in str(error), str(error)
+    else:
+        assert np.isfinite(data.X).all() and len(data.X) == len(data.y) > 0
+
+
+# -- standardization ------------------------------------------------------------------------------------
+def test_standardization_statistics_are_finite_for_any_finite_input():
+    X = np.array([[1e200, 1.0, 7.0, -1e308], [-1e200, 2.0, 7.0, 1e308], [3e200, 3.0, 7.0, 0.0]])
+    mean, std = standardize_stats(X)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    np.testing.assert_allclose(mean[:2], [1e200, 2.0], rtol=1e-12)
+    np.testing.assert_allclose(std[:2], [np.std([1.0, -1.0, 3.0]) * 1e200, np.std([1.0, 2.0, 3.0])], rtol=1e-12)
+    assert mean[2] == 7.0 and std[2] == 1.0  # a constant column: centred, not scaled
+    Z = standardize(X[:, :3], mean[:3], std[:3], np.float64)
+    np.testing.assert_allclose(Z[:, :2].mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(Z[:, :2].std(axis=0), 1, rtol=1e-12)
+    assert (Z[:, 2] == 0).all()
+
+
+def test_standardization_matches_the_plain_formula_where_that_is_finite():
+    X = np.random.default_rng(0).normal(3.0, 2.0, size=(500, 4))
+    mean, std = standardize_stats(X)
+    np.testing.assert_allclose(mean, X.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(std, X.std(axis=0), rtol=1e-13)
+
+
+def test_a_value_the_dtype_cannot_represent_is_an_error_naming_the_column():
+    mean, std = standardize_stats(np.array([[0.0, 1.0], [1.0, 2.0]]))
+    with pytest.raises(ValueError, match=r"feature column 'height' holds 1e\+200 \(row 2\), which float32 cannot represent once standardized"):
+        standardize(np.array([[0.0, 1.0], [1.0, 1e200]]), mean, std, np.float32, names=["width", "height"])
+    with pytest.raises(ValueError, match="feature column 'width' holds nan"):
+        standardize_stats(np.array([[np.nan, 1.0]]), names=["width", "height"])

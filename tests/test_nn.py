@@ -411,3 +411,31 @@ def test_clip_grad_norm_matches_torch(max_norm, norm_type):
 def test_clip_grad_norm_skips_parameters_without_gradients():
     model = nn.Linear(3, 2)
     assert nn.utils.clip_grad_norm_(model.parameters(), 1.0).item() == 0.0
+
+
+# -- mlp_memory: what training would allocate, before it does -------------------------------------------
+@pytest.mark.parametrize("sizes, batch", [((64, 512, 256, 10), 32), ((8, 64, 3), 2048), ((300, 1000, 2), 1)])
+def test_mlp_memory_is_within_a_factor_two_of_what_training_with_adam_allocates(sizes, batch):
+    import tracemalloc
+
+    from backprop import Tensor, nn, optim
+    from backprop.nn import mlp, mlp_memory
+
+    rng = np.random.default_rng(0)
+    x, y = Tensor(rng.normal(size=(batch, sizes[0]))), Tensor(rng.integers(0, sizes[-1], batch))
+    tracemalloc.start()
+    model = mlp(sizes, dtype=np.float64)
+    optimizer = optim.Adam(model.parameters())
+    for _ in range(2):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert 0.5 * peak < mlp_memory(sizes, np.float64, batch) < 2 * peak
+
+
+def test_mlp_memory_of_a_billion_wide_layer_is_counted_without_overflow():
+    from backprop.nn import mlp_memory
+
+    assert mlp_memory([10, 10**9, 2], "float32", 32) == 4 * (6 * (11 * 10**9 + (10**9 + 1) * 2) + 4 * 32 * (10**9 + 12))

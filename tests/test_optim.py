@@ -278,3 +278,72 @@ P = [backprop.Tensor([1.0], requires_grad=True)]
 def test_bad_hyperparameters_are_named_in_the_error(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+# -- hyperparameters are checked as torch.optim checks them --------------------------------------------
+HYPERPARAMETERS = {
+    "SGD": ["lr", "momentum", "dampening", "weight_decay"],
+    "Adam": ["lr", "eps", "weight_decay"],
+    "AdamW": ["lr", "eps", "weight_decay"],
+    "RMSprop": ["lr", "alpha", "eps", "weight_decay", "momentum"],
+    "Adagrad": ["lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"],
+}
+VALUES = [float("nan"), float("inf"), -float("inf"), -1.0, -1e-12, -0.0, 0.0, 0.5, 1.0, 1.5, 1e9, 3, True]
+
+
+def refuses(make):
+    try:
+        make()
+    except (ValueError, TypeError):
+        return True
+    return False
+
+
+@pytest.mark.parametrize("rule, name", [(rule, name) for rule, names in HYPERPARAMETERS.items() for name in names])
+def test_a_hyperparameter_is_refused_where_torch_refuses_it_and_nan_everywhere(rule, name):
+    torch = pytest.importorskip("torch")
+    weights = [torch.zeros(2, requires_grad=True)]
+    for value in VALUES:
+        theirs = refuses(lambda: getattr(torch.optim, rule)(weights, **{name: value}))
+        mine = refuses(lambda: getattr(optim, rule)(P, **{name: value}))
+        # torch's SGD lets NaN through (its checks are `lr < 0`); it would turn every weight into NaN
+        assert mine == (theirs or value != value), (rule, name, value, mine, theirs)
+
+
+@pytest.mark.parametrize("rule", ["Adam", "AdamW"])
+def test_betas_are_refused_where_torch_refuses_them(rule):
+    torch = pytest.importorskip("torch")
+    weights = [torch.zeros(2, requires_grad=True)]
+    for value in VALUES:
+        for index in (0, 1):
+            betas = [0.9, 0.999]
+            betas[index] = value
+            theirs = refuses(lambda: getattr(torch.optim, rule)(weights, betas=tuple(betas)))
+            assert refuses(lambda: getattr(optim, rule)(P, betas=tuple(betas))) == theirs, (rule, index, value)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: optim.Adam(P, lr=float("nan")), ValueError, "Invalid learning rate: nan"),
+    (lambda: optim.SGD(P, lr=float("nan")), ValueError, "Invalid learning rate: nan"),
+    (lambda: optim.SGD(P, momentum=0.9, dampening=float("nan")), ValueError, "Invalid dampening value: nan"),
+    (lambda: optim.SGD(P, lr="0.1"), TypeError, "lr must be a real number; got '0.1'"),
+    (lambda: optim.Adam(P, eps=None), TypeError, "eps must be a real number; got None"),
+    (lambda: optim.Adam(P, betas=0.9), TypeError, r"betas must be a pair \(beta1, beta2\); got 0.9"),
+    (lambda: optim.Adam(P, betas=(0.9,)), TypeError, "betas must be a pair"),
+    (lambda: optim.Adam(P, betas=(0.9, "x")), TypeError, r"betas\[1\] must be a real number"),
+    (lambda: optim.Adam(P, amsgrad="yes"), TypeError, "amsgrad must be True or False; got 'yes'"),
+    (lambda: optim.SGD(P, momentum=0.9, nesterov=1), TypeError, "nesterov must be True or False"),
+    (lambda: optim.SGD([{"params": P, "lr": -1.0}]), ValueError, "Invalid learning rate: -1.0"),
+])
+def test_hyperparameters_of_the_wrong_type_or_nan_are_one_clear_error(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_load_state_dict_refuses_invalid_hyperparameters_and_changes_nothing():
+    optimizer = optim.Adam(P, lr=0.01)
+    state = optimizer.state_dict()
+    state["param_groups"][0]["lr"] = float("nan")
+    with pytest.raises(ValueError, match="Invalid learning rate: nan"):
+        optimizer.load_state_dict(state)
+    assert optimizer.param_groups[0]["lr"] == 0.01

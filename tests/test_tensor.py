@@ -167,3 +167,35 @@ def test_item_and_numpy_and_repr():
     assert float(bp.Tensor([[2.5]])) == 2.5 and f"{float(bp.Tensor(0.25)):.2f}" == "0.25"
     with pytest.raises(ValueError, match="one element"):
         float(bp.Tensor([1.0, 2.0]))
+
+
+# -- what a Tensor can hold: numbers, as torch.tensor ----------------------------------------------------
+NOT_NUMBERS = {
+    "str": "abc",
+    "bytes": b"ab",
+    "None": None,
+    "dict": {"a": 1},
+    "mixed list": [1, "a"],
+    "object array": np.array([object()]),
+    "str array": np.array(["a", "b"]),
+    "bytes array": np.array([b"a"]),
+    "datetime array": np.array([1], dtype="M8[s]"),
+    "structured array": np.array([(1, 2)], dtype="i4,i4"),
+    "ragged list": [[1, 2], [3]],
+}
+
+
+@pytest.mark.parametrize("data", NOT_NUMBERS.values(), ids=NOT_NUMBERS.keys())
+def test_data_that_torch_tensor_refuses_is_one_clear_error(data):
+    torch = pytest.importorskip("torch")
+    with pytest.raises((TypeError, ValueError, RuntimeError)):
+        torch.tensor(data)
+    with pytest.raises((TypeError, ValueError)) as error:
+        bp.Tensor(data)
+    assert str(error.value).startswith("Tensor: ") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("data", [True, 3, 2.5, [], [[1, 2], [3, 4]], np.float16(1), np.arange(3, dtype=np.uint8), 1 + 2j])
+def test_numbers_that_torch_tensor_accepts_are_accepted(data):
+    torch = pytest.importorskip("torch")
+    assert tuple(torch.tensor(data).shape) == bp.Tensor(data).shape

@@ -405,3 +405,29 @@ def test_evaluate_restores_the_mode_and_records_no_graph():
     result = evaluate(model, (Tensor(X), Tensor(y)), nn.CrossEntropyLoss(), metrics=("accuracy",), batch_size=7)
     assert set(result) == {"loss", "accuracy"} and model.training
     assert all(p.grad is None for p in model.parameters())
+
+
+# -- pandas input ------------------------------------------------------------------------------------------
+def test_fit_and_evaluate_take_pandas_frames_and_series_as_numpy_arrays():
+    pd = pytest.importorskip("pandas")
+    X, y = blobs()
+    frame, labels = pd.DataFrame(X, columns=["a", "b"]), pd.Series(y, name="class")
+    results = []
+    for data in ((X, y), (frame, labels)):
+        model = mlp()
+        history = fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), data, epochs=3,
+                      val=data, shuffle=False, progress=False)
+        results.append((history.history, evaluate(model, data, nn.CrossEntropyLoss()), weights(model)))
+    assert results[0][0] == results[1][0] and results[0][1] == results[1][1]
+    assert_same_weights(results[0][2], results[1][2])
+
+
+def test_a_pandas_column_that_is_not_numeric_is_named():
+    pd = pytest.importorskip("pandas")
+    X, y = blobs(10)
+    frame = pd.DataFrame({"a": X[:, 0], "colour": ["red"] * 10})
+    model = mlp()
+    with pytest.raises(TypeError, match="train: X column 'colour' has dtype .*; only numeric columns"):
+        fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), (frame, y), epochs=1, progress=False)
+    with pytest.raises(TypeError, match="data: y column 'label' has dtype"):
+        evaluate(model, (X, pd.Series(["x"] * 10, name="label")))

@@ -4,7 +4,7 @@ from backprop.nn import functional, init, utils
 from backprop.nn.layers import GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from backprop.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from backprop.nn.module import Module, Parameter, Sequential, from_config
-from backprop.nn.registry import ACTIVATIONS, LOSSES, mlp
+from backprop.nn.registry import ACTIVATIONS, LOSSES, mlp, mlp_memory
 
 __all__ = [
     "Module",
@@ -29,6 +29,7 @@ __all__ = [
     "ACTIVATIONS",
     "LOSSES",
     "mlp",
+    "mlp_memory",
     "functional",
     "init",
     "utils",

@@ -6,6 +6,7 @@ estimators (``activation=``) and ``explain``: a name maps to the module class.
 estimators train.
 """
 
+from backprop.backend import xp
 from backprop.nn.layers import GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from backprop.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from backprop.nn.module import Sequential
@@ -44,4 +45,19 @@ def mlp(sizes, activation="relu", dtype=None):
     return Sequential(*layers)
 
 
-__all__ = ["ACTIVATIONS", "LOSSES", "mlp"]
+def mlp_memory(sizes, dtype="float32", batch_size=32):
+    """An estimate, in bytes, of what training ``mlp(sizes)`` with Adam allocates, to refuse
+    a size before allocating it: with P = sum over layers of (n_in + 1) n_out parameters,
+    B examples per batch and N = sum of ``sizes``,
+
+        itemsize * (6 P + 4 B N)
+
+    6 P: the weights, their gradients, Adam's two moments and two work arrays per weight;
+    4 B N: each layer's output and its activation, forward, and their gradients, backward.
+    Python ints, so that no size overflows."""
+    sizes = [int(n) for n in sizes]
+    parameters = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    return xp.dtype(dtype).itemsize * (6 * parameters + 4 * int(batch_size) * sum(sizes))
+
+
+__all__ = ["ACTIVATIONS", "LOSSES", "mlp", "mlp_memory"]

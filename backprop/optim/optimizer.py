@@ -7,17 +7,33 @@ only ``step()``. The base class holds what they share, as in ``torch.optim``:
   the rule's hyperparameters (``"lr"``, ...), so that groups may differ in them;
 - ``state``: a dict from parameter to that parameter's state (moment estimates,
   step count), filled in by the rule on its first step;
-- ``zero_grad()``, ``add_param_group()``, ``state_dict()``, ``load_state_dict()``.
+- ``zero_grad()``, ``add_param_group()``, ``state_dict()``, ``load_state_dict()``;
+- the hyperparameters' checks, as ``torch.optim``'s (NaN refused too), for every group
+  added and every ``state_dict`` loaded.
 
 Rules update ``p.data`` in place and never write into ``p.grad``. Their temporaries
 live in preallocated work arrays (``_scratch``), one set per parameter, so a step
 allocates nothing once the first step has run.
 """
 
+import numbers
 from collections import defaultdict
 
 from backprop.backend import xp
 from backprop.tensor import Tensor
+
+# torch.optim's range checks, one per hyperparameter name (the same in every rule), written
+# `not 0 <= value` as torch writes them, so NaN is refused too.
+_AT_LEAST_ZERO = {
+    "lr": "learning rate",
+    "momentum": "momentum value",
+    "eps": "epsilon value",
+    "weight_decay": "weight_decay value",
+    "alpha": "alpha value",
+    "lr_decay": "lr_decay value",
+    "initial_accumulator_value": "initial_accumulator_value value",
+}
+_FLAGS = ("nesterov", "maximize", "amsgrad", "centered")
 
 _UNORDERED = (
     "optimizer parameters need to be organized in ordered collections, but the "
@@ -78,6 +94,7 @@ class Optimizer:
         if len({id(p) for p in params}) != len(params) or any(id(p) in seen for p in params):
             raise ValueError("some parameters appear more than once in the optimizer's parameter groups")
         group = {**self.defaults, **param_group, "params": params}
+        _check_hyperparameters(group)
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none=True):
@@ -146,11 +163,46 @@ class Optimizer:
         for key, values in state_dict["state"].items():
             p = params[int(key)]
             state[p] = {name: _restored(value, p, name) for name, value in values.items()}
-        self.state = state
+        restored = []
         for group, saved in zip(self.param_groups, saved_groups):
-            for key, value in saved.items():
-                if key != "params":
-                    group[key] = tuple(value) if isinstance(group.get(key), tuple) else value
+            values = {key: tuple(value) if isinstance(group.get(key), tuple) else value
+                      for key, value in saved.items() if key != "params"}
+            _check_hyperparameters({**group, **values})
+            restored.append(values)
+        self.state = state
+        for group, values in zip(self.param_groups, restored):
+            group.update(values)
+
+
+def _check_hyperparameters(group):
+    """Raise as ``torch.optim``'s constructors do for a hyperparameter out of range (NaN
+    included), and ``TypeError`` for one that is not a real number (or a bool flag)."""
+    for key, value in group.items():
+        if key in _AT_LEAST_ZERO:
+            _check_real(key, value)
+            if not 0.0 <= value:
+                raise ValueError(f"Invalid {_AT_LEAST_ZERO[key]}: {value}")
+        elif key == "dampening":
+            _check_real(key, value)
+            if value != value:  # torch lets a NaN dampening through; it would poison every step
+                raise ValueError(f"Invalid dampening value: {value}")
+        elif key in _FLAGS and not isinstance(value, (bool, xp.bool_)):
+            raise TypeError(f"{key} must be True or False; got {value!r}")
+    if "betas" in group:
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+        for i, beta in enumerate(betas):
+            _check_real(f"betas[{i}]", beta)
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+    if group.get("nesterov") and (group["momentum"] <= 0 or group["dampening"] != 0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+
+def _check_real(name, value):
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
 
 
 def _plain(value):
