@@ -103,7 +103,7 @@ class Optimizer:
         """Update every parameter that has a gradient; ``closure`` re-evaluates the loss."""
         loss = None if closure is None else closure()
         for group in self.param_groups:
-            flat = self.flat_group(group) if group.get("foreach") or group.get("fused") else None
+            flat = self.flat_group(group) if self._wants_flat(group) else None
             if flat is not None and flat.gather_grads():
                 fused = group.get("fused") and self._fused_update
                 (fused or self._update)(group, flat.param, flat.grad, flat.state, flat.scratch)
@@ -120,6 +120,11 @@ class Optimizer:
         raise NotImplementedError
 
     _fused_update = None  # a rule with a one-pass kernel sets this to its method
+    _flat_by_default = False  # foreach=None means flat buffers once a compiled step uses this optimizer
+
+    def _wants_flat(self, group):
+        foreach = group.get("foreach")
+        return bool(foreach or group.get("fused") or (foreach is None and self._flat_by_default))
 
     def flat_group(self, group):
         """The ``FlatGroup`` of ``group``, built (or rebuilt, if a parameter or its state was
