@@ -35,6 +35,7 @@ import contextlib
 
 from backprop import ops
 from backprop.backend import special, xp
+from backprop.nn.layers import Dropout
 from backprop.nn.module import _BUILTIN, Module
 from backprop.tensor import Tensor, unbroadcast
 
@@ -56,40 +57,49 @@ class TrainStep:
     ``output`` is the model's output of the last call (an array, valid until the next).
     """
 
-    def __init__(self, model, loss_fn, optimizer):
+    def __init__(self, model, loss_fn, optimizer, compiled=True):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.modules = list(model.modules()) + (list(loss_fn.modules()) if isinstance(loss_fn, Module) else [])
-        self.reason = _unsupported_modules(self.modules + ([] if isinstance(loss_fn, Module) else [loss_fn]))
+        self.unsupported = "compiled=False" if not compiled else _unsupported(
+            self.modules + ([] if isinstance(loss_fn, Module) else [loss_fn]))
         self.plans = {}
-        self.path, self.output = None, None
-        if self.reason is None:
+        self.path = self.reason = self.output = None
+        self.counts = {"compiled": 0, "eager": 0}
+        if self.unsupported is None:
             optimizer._flat_by_default = True
 
     def __call__(self, x, y):
         x = x if isinstance(x, Tensor) else Tensor(x)
         y = y if isinstance(y, Tensor) else Tensor(y)
-        if self.reason is not None and not self.plans or x.requires_grad:
-            return self._eager(x, y, self.reason or "the input requires grad")
+        if self.unsupported or x.requires_grad:
+            return self._eager(x, y, self.unsupported or "the input requires grad")
         plan = self.plans.get(self._key(x, y))
         if plan is None:
             if len(self.plans) >= _MAX_PLANS:
                 return self._eager(x, y, f"more than {_MAX_PLANS} different batch shapes or parameter sets")
-            plan, loss = _capture(self, x, y)  # runs this step, eagerly or by the new plan
+            plan, loss = _capture(self, x, y)  # runs this step (unless it has no loss to show)
             self.plans[self._key(x, y)] = plan
-            self.path, self.reason = ("eager", plan) if isinstance(plan, str) else ("compiled", None)
+            if loss is None:
+                return self._eager(x, y, plan)
+            self._took(*(("eager", plan) if isinstance(plan, str) else ("compiled", None)))
             return loss
         if isinstance(plan, str) or not plan.run(x.data, y.data):
             return self._eager(x, y, plan if isinstance(plan, str) else "a kernel refused the batch")
-        self.path, self.reason, self.output = "compiled", None, plan.output
+        self._took("compiled", None)
+        self.output = plan.output
         return plan.loss_value()
+
+    def _took(self, path, reason):
+        self.path, self.reason = path, reason
+        self.counts[path] += 1
 
     def _key(self, x, y):
         return (x.shape, x.dtype, y.shape, y.dtype, tuple(m.training for m in self.modules),
                 tuple((id(p.data), p.requires_grad) for p in self.params))
 
     def _eager(self, x, y, reason):
-        self.path, self.reason = "eager", reason
+        self._took("eager", reason)
         output = self.model(x)
         loss = self.loss_fn(output, y)
         self.optimizer.zero_grad()
@@ -99,7 +109,9 @@ class TrainStep:
         return loss.item()
 
 
-def _unsupported_modules(modules):
+def _unsupported(modules):
+    """Why a step of these modules cannot be captured (None if it can): a user's forward
+    may branch on values, which a recording would not see."""
     for module in modules:
         if _BUILTIN.get(type(module).__name__) is not type(module):
             return f"{type(module).__name__} is not one of the library's modules (its forward may branch on values)"
@@ -267,8 +279,12 @@ def _recording():
 
 
 def _capture(step, x, y):
-    """Run this step eagerly while recording it; return (Plan or the reason there is none, loss)."""
+    """Run this step eagerly while recording it, and by its plan from the backward pass on;
+    return (the Plan or the reason there is none, the loss), the loss None when the step
+    was not run."""
     optimizer = step.optimizer
+    if any(isinstance(m, Dropout) and m.training and m.p > 0 for m in step.modules):
+        return "Dropout in training mode draws a new mask every step", None
     grad_buffers = {}
     for group in optimizer.param_groups:
         flat = optimizer.flat_group(group) if optimizer._wants_flat(group) else None
@@ -285,8 +301,9 @@ def _capture(step, x, y):
         loss.backward()
         optimizer.step()
         return plan, loss.item()
-    plan.backward(interpreted=True)
+    plan.backward()
     return plan, plan.loss_value()
+
 
 
 def _plan(step, calls, inputs, output, loss, grad_buffers):
@@ -413,7 +430,7 @@ class Plan:
     def loss_value(self):
         return float(self.loss)
 
-    def backward(self, interpreted=False):
+    def backward(self):
         """The VJPs in order, the gradients summed as Tensor.backward sums them (Design A:
         a loop over the instructions; used for the capture step)."""
         grads = [None] * self.slots
