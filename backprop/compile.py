@@ -326,11 +326,7 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
             data = xp.array(data)
         refresh = {}  # the arrays the kernel rewrites besides the output, by their name in the VJP
         for _, vjp in result._parents:
-            refresh.update(
-                (var, cell.cell_contents)
-                for var, cell in zip(vjp.__code__.co_freevars, vjp.__closure__ or ())
-                if var in REFRESHED.get(name, ())
-            )
+            refresh.update((var, value) for var, value in _cells(vjp) if var in REFRESHED.get(name, ()))
         known.update(id(a) for a in refresh.values() if isinstance(a, xp.ndarray))
         kernel = KERNELS[name](data, refresh, *arrays[: len(args)], **dict(zip(kwargs, arrays[len(args) :])))
         if kernel is None:
@@ -369,14 +365,19 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
     return plan.verify() or plan
 
 
+def _cells(function):
+    """(name, value) of each variable ``function``'s closure holds (assigned ones only)."""
+    for var, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
+        try:
+            yield var, cell.cell_contents
+        except ValueError:  # a variable of the enclosing function that was never assigned
+            continue
+
+
 def _unknown_array(function, known, depth=0):
     """The name of an array (or NumPy scalar) that ``function``'s closure holds and that is
     not in ``known``; None if there is none. Functions it holds are searched too."""
-    for var, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
+    for var, value in _cells(function):
         if isinstance(value, xp.generic) or (isinstance(value, xp.ndarray) and id(value) not in known):
             return f"an array ({var})"
         if callable(value) and hasattr(value, "__code__") and depth < 3:
@@ -409,6 +410,7 @@ class Plan:
         for leaf in leaves:
             buffer = grad_buffers.get(id(leaf))
             self.leaves.append((slot[id(leaf)], leaf, xp.empty_like(leaf.data) if buffer is None else buffer))
+        self.idle = [p for p in step.params if id(p) not in slot]  # zero_grad() leaves them no gradient
         self.slots = len(slot)
         self.run = self._generate()
 
@@ -443,6 +445,8 @@ class Plan:
         for k, p, buffer in self.leaves:
             xp.copyto(buffer, grads[k])
             p.grad = buffer
+        for p in self.idle:
+            p.grad = None
         self.optimizer.step()
 
     def _generate(self):
@@ -463,6 +467,9 @@ class Plan:
         for i, (k, p, buffer) in enumerate(self.leaves):
             scope[f"p{i}"], scope[f"grad{i}"] = p, buffer
             lines += [f"    copyto(grad{i}, g{k})", f"    p{i}.grad = grad{i}"]
+        for i, p in enumerate(self.idle):
+            scope[f"idle{i}"] = p
+            lines.append(f"    idle{i}.grad = None")
         lines += ["    update()", "    return True"]
         exec(compile("\n".join(lines), "<backprop.compile plan>", "exec"), scope)
         return scope["run"]
