@@ -1,6 +1,7 @@
 """backprop: neural networks trained by backpropagation on NumPy arrays, showing their work."""
 
 from backprop import data, explain, nn, optim
+from backprop.compile import compile_step
 from backprop.gradcheck import GradcheckError, gradcheck
 from backprop.io import load, save
 from backprop.ops import concatenate, stack, where
@@ -25,6 +26,7 @@ __all__ = [
     "stack",
     "where",
     "fit",
+    "compile_step",
     "evaluate",
     "History",
     "save",

@@ -49,6 +49,23 @@ def compile_step(model, loss_fn, optimizer):
     return TrainStep(model, loss_fn, optimizer)
 
 
+def train_step_for(model, loss_fn, optimizer, compiled=True):
+    """The ``TrainStep`` that ``fit`` uses: kept on the optimizer and reused by the next
+    ``fit`` with the same model, loss and modules' settings, so that repeated short fits
+    (``partial_fit``) capture their plans once."""
+    settings = [(type(m).__name__, m._args()) for m in _modules(model, loss_fn)]
+    step = getattr(optimizer, "_train_step", None)
+    if (step is None or step.model is not model or step.loss_fn is not loss_fn or step.settings != settings
+            or (step.unsupported == "compiled=False") == compiled):
+        step = optimizer._train_step = TrainStep(model, loss_fn, optimizer, compiled)
+        step.settings = settings
+    return step
+
+
+def _modules(model, loss_fn):
+    return list(model.modules()) + (list(loss_fn.modules()) if isinstance(loss_fn, Module) else [])
+
+
 class TrainStep:
     """zero_grad, forward, loss, backward and update of one batch, captured and replayed.
 
@@ -60,7 +77,7 @@ class TrainStep:
     def __init__(self, model, loss_fn, optimizer, compiled=True):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
-        self.modules = list(model.modules()) + (list(loss_fn.modules()) if isinstance(loss_fn, Module) else [])
+        self.modules = _modules(model, loss_fn)
         self.unsupported = "compiled=False" if not compiled else _unsupported(
             self.modules + ([] if isinstance(loss_fn, Module) else [loss_fn]))
         self.plans = {}

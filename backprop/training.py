@@ -22,7 +22,7 @@ import numbers
 import sys
 
 from backprop.backend import xp
-from backprop.compile import TrainStep
+from backprop.compile import train_step_for
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
 from backprop.io import save_checkpoint
 from backprop.metrics import METRICS
@@ -236,8 +236,8 @@ def fit(
 
     progress = _Progress(progress, initial_epoch, epochs)
     history = History()
-    train_step = TrainStep(model, loss_fn, optimizer, compiled=compiled)
-    history.steps = train_step.counts
+    train_step = train_step_for(model, loss_fn, optimizer, compiled)
+    train_step.counts = history.steps
     for callback in callbacks:
         callback.model, callback.optimizer, callback.history, callback.stop_training = model, optimizer, history, False
         callback.on_train_begin()

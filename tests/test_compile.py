@@ -228,3 +228,20 @@ def test_a_class_index_out_of_range_in_a_later_batch_raises_as_eager():
         bad[2] = value
         with pytest.raises(ValueError, match="class"):
             step(X[8:16], bad)
+
+
+def test_repeated_fits_reuse_the_plans_unless_a_module_setting_changed():
+    model, loss_fn, optimizer = build("leaky_relu")
+    reference = build("leaky_relu")
+    for slope in (0.1, 0.1, 0.3):
+        for m in (model, reference[0]):
+            m[1].negative_slope = slope
+        backprop.fit(model, loss_fn, optimizer, (X[:16], LABELS[:16]), epochs=1, batch_size=8, shuffle=False,
+                     metrics=(), progress=False)
+        for i in range(0, 16, 8):
+            eager_step(*reference, X[i : i + 8], LABELS[i : i + 8])
+        for p, q in zip(reference[0].parameters(), model.parameters()):
+            np.testing.assert_array_equal(q.data, p.data)
+        if slope == 0.1:
+            plans = optimizer._train_step.plans
+    assert optimizer._train_step.plans is not plans and len(plans) == 1

@@ -105,7 +105,7 @@ class Optimizer:
         for group in self.param_groups:
             flat = self.flat_group(group) if self._wants_flat(group) else None
             if flat is not None and flat.gather_grads():
-                fused = group.get("fused") and self._fused_update
+                fused = group.get("fused") and _require_numba() and self._fused_update
                 (fused or self._update)(group, flat.param, flat.grad, flat.state, flat.scratch)
                 flat.share_state(self.state)
                 continue
@@ -192,6 +192,15 @@ class Optimizer:
             for key, value in saved.items():
                 if key != "params":
                     group[key] = tuple(value) if isinstance(group.get(key), tuple) else value
+
+
+def _require_numba():
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        raise ImportError("fused=True compiles its update with Numba, which is not installed: "
+                          "pip install 'backprop[fused]'") from None
+    return True
 
 
 class Scratch:
