@@ -55,8 +55,7 @@ def train_step_for(model, loss_fn, optimizer, compiled=True):
     (``partial_fit``) capture their plans once."""
     settings = [(type(m).__name__, m._args()) for m in _modules(model, loss_fn)]
     step = getattr(optimizer, "_train_step", None)
-    if (step is None or step.model is not model or step.loss_fn is not loss_fn or step.settings != settings
-            or (step.unsupported == "compiled=False") == compiled):
+    if step is None or (step.model, step.loss_fn, step.compiled, step.settings) != (model, loss_fn, compiled, settings):
         step = optimizer._train_step = TrainStep(model, loss_fn, optimizer, compiled)
         step.settings = settings
     return step
@@ -75,7 +74,8 @@ class TrainStep:
     """
 
     def __init__(self, model, loss_fn, optimizer, compiled=True):
-        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.model, self.loss_fn, self.optimizer, self.compiled = model, loss_fn, optimizer, compiled
+        self.settings = None
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.modules = _modules(model, loss_fn)
         self.unsupported = "compiled=False" if not compiled else _unsupported(
@@ -327,7 +327,7 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
     """The Plan of a recorded step, or a sentence saying why it cannot be replayed."""
     params = {id(p): p for p in step.params}
     known = {id(t.data) for t in inputs} | {id(p.data) for p in params.values()}  # rewritten or updated in place
-    constants = set()
+    constants, rewritten = set(), []  # rewritten: every array a kernel writes, for Plan.verify
     values, forward, produced = {}, [], {}
     for name, args, kwargs, result in calls:
         arrays = []
@@ -345,6 +345,7 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
         for _, vjp in result._parents:
             refresh.update((var, value) for var, value in _cells(vjp) if var in REFRESHED.get(name, ()))
         known.update(id(a) for a in refresh.values() if isinstance(a, xp.ndarray))
+        rewritten += [data] + [a for a in refresh.values() if isinstance(a, xp.ndarray)]
         kernel = KERNELS[name](data, refresh, *arrays[: len(args)], **dict(zip(kwargs, arrays[len(args) :])))
         if kernel is None:
             return f"{name} with these arguments has no kernel"
@@ -379,7 +380,7 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
     if id(output_array) not in known:
         return "the model's output is not computed by primitives the plan knows"
     plan = Plan(step, inputs, forward, values, loss, output_array, nodes, leaves, grad_buffers)
-    return plan.verify() or plan
+    return plan.verify(rewritten) or plan
 
 
 def _cells(function):
@@ -431,20 +432,18 @@ class Plan:
         self.slots = len(slot)
         self.run = self._generate()
 
-    def verify(self):
-        """Run the kernels on the recorded inputs: None if they reproduce the eager forward
-        pass, else the reason (and the eager values are put back)."""
-        arrays = {id(a): a for a in [self.loss, self.output]}
-        saved = {id(a): a.copy() for a in arrays.values()}
-        for kernel in self.forward:
-            if kernel() is False:
-                return "a kernel refused the recorded batch"
-        for key, array in arrays.items():
-            if not xp.allclose(array, saved[key], rtol=1e-6, atol=1e-7, equal_nan=True):
-                for k, a in arrays.items():
-                    xp.copyto(a, saved[k])
-                return "the kernels do not reproduce the eager forward pass"
-        return None
+    def verify(self, arrays):
+        """Run the kernels on the recorded batch: None if they reproduce every array of the
+        eager forward pass (outputs and what the VJPs hold), else the reason (and the eager
+        values are put back)."""
+        saved = [a.copy() for a in arrays]
+        if all(kernel() is not False for kernel in self.forward) and all(
+            xp.allclose(a, b, rtol=1e-6, atol=1e-7, equal_nan=True) for a, b in zip(arrays, saved)
+        ):
+            return None
+        for array, value in zip(arrays, saved):
+            xp.copyto(array, value)
+        return "the kernels do not reproduce the eager forward pass"
 
     def loss_value(self):
         return float(self.loss)

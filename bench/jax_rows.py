@@ -17,6 +17,7 @@ defaults.
 """
 
 import argparse
+import os
 import statistics
 import sys
 
@@ -120,6 +121,8 @@ def worker_main(system, threads):
     """The worker process: ``bench.worker``'s, with this benchmark's trainers."""
     from bench.worker import Worker
 
+    if system == "jax" and threads == 1:  # XLA's CPU pool ignores OMP_NUM_THREADS
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     worker = Worker(system, threads)
     worker.make_trainer = make_trainer
     worker.serve()

@@ -245,3 +245,12 @@ def test_repeated_fits_reuse_the_plans_unless_a_module_setting_changed():
         if slope == 0.1:
             plans = optimizer._train_step.plans
     assert optimizer._train_step.plans is not plans and len(plans) == 1
+
+
+def test_a_kernel_that_does_not_reproduce_the_eager_forward_pass_is_refused(monkeypatch):
+    from backprop import compile as compile_module
+
+    wrong = lambda out, refresh, a: (lambda: np.maximum(a, 0.01, out=out))  # noqa: E731 - not relu
+    monkeypatch.setitem(compile_module.KERNELS, "relu", wrong)
+    step = assert_trains_as_eager(build, batches(), path="eager")
+    assert "do not reproduce" in step.reason

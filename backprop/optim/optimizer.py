@@ -242,7 +242,7 @@ class FlatGroup:
         for key, value in states[0].items():
             if isinstance(value, xp.ndarray) and value.ndim and value.dtype.kind == "f":
                 self.state[key] = xp.empty_like(self.param)
-                views = self.state_views[key] = self.views(self.state[key])
+                views = self.views(self.state[key])
                 for view, values in zip(views, states):
                     view[...] = values[key]
             else:
@@ -285,18 +285,16 @@ class FlatGroup:
         return True
 
     def share_state(self, state):
-        """Give each parameter its views of the state arrays (new ones after a first step)
-        and the step count."""
+        """Give each parameter its views of new state arrays (after a first step) and the
+        step count."""
         for key, value in self.state.items():
-            if isinstance(value, xp.ndarray) and value.ndim:
-                views = self.state_views.get(key)
-                if views is None:
-                    views = self.state_views[key] = self.views(value)
-                for p, view in zip(self.params, views):
-                    state[p][key] = view
-            else:
+            if not (isinstance(value, xp.ndarray) and value.ndim):
                 for p in self.params:
                     state[p][key] = value
+            elif key not in self.state_views:
+                self.state_views[key] = self.views(value)
+                for p, view in zip(self.params, self.state_views[key]):
+                    state[p][key] = view
 
 
 def _plain(value):
