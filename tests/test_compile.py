@@ -254,3 +254,15 @@ def test_a_kernel_that_does_not_reproduce_the_eager_forward_pass_is_refused(monk
     monkeypatch.setitem(compile_module.KERNELS, "relu", wrong)
     step = assert_trains_as_eager(build, batches(), path="eager")
     assert "do not reproduce" in step.reason
+
+
+def test_an_optimizer_after_a_compiled_fit_pickles_and_trains_on_as_before():
+    import pickle
+
+    model, loss_fn, optimizer = build(rule="Adam")
+    backprop.fit(model, loss_fn, optimizer, (X, LABELS), epochs=1, batch_size=8, shuffle=False, progress=False)
+    copy_model, copy_optimizer = pickle.loads(pickle.dumps((model, optimizer)))
+    for m, o in ((model, optimizer), (copy_model, copy_optimizer)):
+        backprop.fit(m, loss_fn, o, (X, LABELS), epochs=1, batch_size=8, shuffle=False, progress=False)
+    for p, q in zip(model.parameters(), copy_model.parameters()):
+        np.testing.assert_array_equal(q.data, p.data)

@@ -62,6 +62,11 @@ class Optimizer:
         for group in groups:
             self.add_param_group(group)
 
+    def __getstate__(self):
+        """For pickle and deepcopy (scikit-learn's estimators): without what a step rebuilds,
+        the work arrays, the flat buffers and ``fit``'s compiled step (which holds closures)."""
+        return {**self.__dict__, "_scratch": {}, "_flat": {}, "_train_step": None}
+
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
         for i, group in enumerate(self.param_groups):
