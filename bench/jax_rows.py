@@ -56,7 +56,8 @@ class BackpropTrainer:
         flags = {"fused": True} if system == "fit_fused" else {}
         params = list(self.model.parameters())
         self.optimizer = optim.SGD(params, lr=SGD_LR, **flags) if opt == "sgd" else optim.Adam(params, **ADAM, **flags)
-        self.step = backprop.compile_step(self.model, self.loss_fn, self.optimizer)
+        if system == "step":
+            self.step = backprop.compile_step(self.model, self.loss_fn, self.optimizer)
 
     def train(self, X, y, batch, start, steps):
         stop = start + steps * batch
