@@ -3,6 +3,7 @@
 import importlib
 
 from backprop import data, datasets, explain, files, io, nn, optim, training
+from backprop.compile import compile_step
 from backprop.gradcheck import GradcheckError, gradcheck
 from backprop.io import load, save
 from backprop.ops import concatenate, stack, where
@@ -35,6 +36,7 @@ __all__ = [
     "stack",
     "where",
     "fit",
+    "compile_step",
     "evaluate",
     "History",
     "save",

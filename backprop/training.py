@@ -19,6 +19,7 @@ import sys
 
 from backprop.backend import xp
 from backprop.callbacks import Callback, EarlyStopping, GradientFlow, GradientWarning, LRScheduler, ModelCheckpoint
+from backprop.compile import train_step_for
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
 from backprop.metrics import METRICS
 from backprop.nn.module import evaluating, parameter_dtype
@@ -42,12 +43,16 @@ class History:
     "val_<metric>" to a list with one value per epoch; ``epoch`` lists the epoch
     indices trained; ``stopped_epoch`` is where training stopped early: the last epoch
     trained when a callback stopped it, or the first epoch that had no batch to train
-    on (``MisclassifiedSampler`` with nothing misclassified); None when all epochs ran."""
+    on (``MisclassifiedSampler`` with nothing misclassified); None when all epochs ran.
+    ``steps`` counts the training steps by path: "compiled" (a captured plan replayed,
+    ``backprop.compile``) and "eager"; ``eager_reason`` says why the last eager step was."""
 
     def __init__(self):
         self.history = {}
         self.epoch = []
         self.stopped_epoch = None
+        self.steps = {"compiled": 0, "eager": 0}
+        self.eager_reason = None
 
     def append(self, epoch, logs):
         self.epoch.append(epoch)
@@ -75,6 +80,7 @@ def fit(
     sampler=None,
     initial_epoch=0,
     distributed=False,
+    compiled=True,
 ):
     """Train ``model`` by minimizing ``loss_fn`` with ``optimizer``; return a ``History``.
 
@@ -90,6 +96,10 @@ def fit(
     epochs, pass ``initial_epoch=k``. A progress bar (tqdm) shows the epoch, the batch,
     the loss and metrics when ``progress`` is true and stderr is a terminal. The model
     is left in eval mode.
+
+    With ``compiled`` (the default) each step is captured once per batch shape and
+    replayed (``backprop.compile``: same numbers, less Python per step) where that is
+    sure to equal the eager step; ``History.steps`` says which path ran.
 
     ``distributed=True`` trains data-parallel on the ranks of an MPI job (run under
     ``mpiexec``; see ``backprop.distributed.DataParallelFit``): each rank takes
@@ -122,6 +132,8 @@ def fit(
 
     progress = _Progress(progress, initial_epoch, epochs)
     history = History()
+    train_step = train_step_for(model, loss_fn, optimizer, compiled, after_backward=parallel and parallel.average_gradients)
+    train_step.counts = history.steps
     for callback in callbacks:
         callback.model, callback.optimizer, callback.history, callback.stop_training = model, optimizer, history, False
         callback.on_train_begin()
@@ -136,20 +148,14 @@ def fit(
                 break
             totals = _Totals(metric_names, threshold)
             for batch, (x, y) in enumerate(progress.batches(epoch, batches)):
-                output = model(x)
-                loss = loss_fn(output, y)
-                optimizer.zero_grad()
-                loss.backward()
-                if parallel is not None:
-                    parallel.average_gradients()
-                optimizer.step()
-                value = loss.item()
+                value = train_step(x, y)
+                history.eager_reason = train_step.reason or history.eager_reason
                 if not math.isfinite(value):
                     raise FloatingPointError(
                         f"fit: the loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
                         "try a smaller learning rate or standardized features"
                     )
-                totals.add(value, output.data, y.data)
+                totals.add(value, train_step.output, y.data)
                 progress.batch_done(totals)
                 for callback in callbacks:
                     callback.on_batch_end(batch, {"loss": value})

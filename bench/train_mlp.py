@@ -58,13 +58,13 @@ def weights(sizes):
 
 # -- worker processes ---------------------------------------------------------------------
 class Workers:
-    """One ``bench.worker`` process per system, all started at once."""
+    """One worker process per system (``module``, by default ``bench.worker``), all started at once."""
 
-    def __init__(self, systems, threads):
+    def __init__(self, systems, threads, module="bench.worker"):
         env = thread_env(threads)
         self.procs = {
             name: subprocess.Popen(
-                [sys.executable, "-m", "bench.worker", name, "--threads", str(threads)],
+                [sys.executable, "-m", module, name, "--threads", str(threads)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
             )
             for name in systems

@@ -92,6 +92,84 @@ def test_optimizer_matches_torch_over_25_steps(rule, config):
     assert_matches_torch(rule, config)
 
 
+FUSED_RULES = ("SGD", "Adam", "AdamW")
+FLAT = [(rule, {**config, "foreach": True}) for rule, config in CONFIGS]
+FLAT += [(rule, {**config, "fused": True}) for rule, config in CONFIGS if rule in FUSED_RULES]
+
+
+@pytest.mark.parametrize("rule, config", FLAT, ids=[f"{r}-{c}" for r, c in FLAT])
+def test_foreach_and_fused_match_torch_step_by_step_over_25_steps(rule, config):
+    if config.get("fused"):
+        pytest.importorskip("numba")
+    assert_matches_torch(rule, config)
+
+
+@pytest.mark.parametrize("flag", ["foreach", "fused"])
+@pytest.mark.parametrize("rule", RULES)
+def test_flat_update_views_parameters_and_state_into_one_buffer_each(rule, flag):
+    if flag == "fused" and rule not in FUSED_RULES:
+        return
+    if flag == "fused":
+        pytest.importorskip("numba")
+    params, optimizer = ours(rule, {**RICH[rule], flag: True})
+    plain_params, plain = ours(rule, RICH[rule])
+    x, y = backprop.Tensor(X), backprop.Tensor(Y)
+    for _ in range(3):
+        train_step(params, optimizer, x, y)
+        train_step(plain_params, plain, x, y)
+    flat = optimizer.flat_group(optimizer.param_groups[0])
+    assert all(np.shares_memory(p.data, flat.param) for p in params)
+    for key, value in flat.state.items():
+        if isinstance(value, np.ndarray):
+            assert all(np.shares_memory(optimizer.state[p][key], value) for p in params)
+        else:
+            assert all(optimizer.state[p][key] == value for p in params)
+    for p, q in zip(params, plain_params):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-12)
+        assert set(optimizer.state[p]) == set(plain.state[q])
+
+
+def test_foreach_with_a_parameter_without_grad_updates_the_others_as_the_loop_does():
+    w, frozen = backprop.Tensor(W0, requires_grad=True), backprop.Tensor(B0, requires_grad=True)
+    optimizer = optim.Adam([w, frozen], lr=0.1, foreach=True)
+    for _ in range(2):
+        optimizer.zero_grad()
+        (w * w).sum().backward()
+        optimizer.step()
+    np.testing.assert_array_equal(frozen.data, B0)
+    assert frozen not in optimizer.state and optimizer.state[w]["step"] == 2
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_foreach_continues_identically_after_load_state_dict_and_replaced_arrays(rule):
+    x, y = backprop.Tensor(X), backprop.Tensor(Y)
+    params, optimizer = ours(rule, {**RICH[rule], "foreach": True})
+    reference_params, reference = ours(rule, RICH[rule])
+    for _ in range(5):
+        train_step(params, optimizer, x, y)
+        train_step(reference_params, reference, x, y)
+    optimizer.load_state_dict(optimizer.state_dict())  # new state arrays: the flat buffers are rebuilt
+    params[0].data = params[0].data.copy()  # as Module.to() or a user would do
+    for _ in range(5):
+        train_step(params, optimizer, x, y)
+        train_step(reference_params, reference, x, y)
+    for p, q in zip(params, reference_params):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-12)
+
+
+def test_fused_float32_stays_float32_and_equals_foreach_to_rounding():
+    pytest.importorskip("numba")
+    results = []
+    for flag in ("foreach", "fused"):
+        params, optimizer = ours("Adam", {**RICH["Adam"], flag: True}, dtype=np.float32)
+        for _ in range(10):
+            train_step(params, optimizer, backprop.Tensor(X.astype(np.float32)), backprop.Tensor(Y.astype(np.float32)))
+        assert all(p.data.dtype == np.float32 for p in params)
+        results.append([p.data for p in params])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_param_groups_with_different_lr_match_torch(rule):
     torch = pytest.importorskip("torch")

@@ -11,9 +11,18 @@ only ``step()``. The base class holds what they share, as in ``torch.optim``:
 - the hyperparameters' checks, as ``torch.optim``'s (NaN refused too), for every group
   added and every ``state_dict`` loaded.
 
-Rules update ``p.data`` in place and never write into ``p.grad``. Their temporaries
-live in preallocated work arrays (``_scratch``), one set per parameter, so a step
-allocates nothing once the first step has run.
+A rule writes only ``_update(group, param, grad, state, scratch)``: its math on arrays,
+updating ``param`` and the arrays of ``state`` in place, never writing into ``grad``.
+Its temporaries are named work arrays (``Scratch``), allocated once, so a step allocates
+nothing after the first.
+
+``foreach`` and ``fused`` (as in ``torch.optim``): the group's parameters, gradients and
+state become views of one flat contiguous buffer each (``FlatGroup``), and the rule runs
+once on the flat arrays, a handful of NumPy calls whatever the number of layers. With
+``fused`` a rule with a compiled kernel (``_fused.py``, Numba) updates in one pass over
+memory instead of one pass per arithmetic operation. A step falls back to the
+per-parameter loop when the flat form does not apply (a parameter without a gradient,
+parameters of different dtypes or step counts).
 """
 
 import numbers
@@ -59,7 +68,8 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)
         self.param_groups = []
-        self._work = {}
+        self._scratch = {}  # parameter -> Scratch
+        self._flat = {}  # id of a param group -> FlatGroup
         groups = list(params)
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -67,6 +77,11 @@ class Optimizer:
             groups = [{"params": groups}]
         for group in groups:
             self.add_param_group(group)
+
+    def __getstate__(self):
+        """For pickle and deepcopy (scikit-learn's estimators): without what a step rebuilds,
+        the work arrays, the flat buffers and ``fit``'s compiled step (which holds closures)."""
+        return {**self.__dict__, "_scratch": {}, "_flat": {}, "_train_step": None}
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -108,20 +123,51 @@ class Optimizer:
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; ``closure`` re-evaluates the loss."""
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            flat = self.flat_group(group) if self._wants_flat(group) else None
+            if flat is not None and flat.gather_grads():
+                fused = group.get("fused") and _require_numba() and self._fused_update
+                (fused or self._update)(group, flat.param, flat.grad, flat.state, flat.scratch)
+                flat.share_state(self.state)
+                continue
+            for p in group["params"]:
+                if p.grad is not None:
+                    scratch = self._scratch.get(p) or self._scratch.setdefault(p, Scratch())
+                    self._update(group, p.data, p.grad, self.state[p], scratch)
+        return loss
+
+    def _update(self, group, param, grad, state, scratch):
+        """The rule: update the array ``param`` (and ``state``) in place from ``grad``."""
         raise NotImplementedError
 
-    def _scratch(self, p, i=0):
-        """The i-th work array of parameter ``p`` (same shape and dtype), allocated once."""
-        work = self._work.get((p, i))
-        if work is None or work.shape != p.data.shape or work.dtype != p.data.dtype:
-            work = self._work[p, i] = xp.empty_like(p.data)
-        return work
+    _fused_update = None  # a rule with a one-pass kernel sets this to its method
+    _flat_by_default = False  # foreach=None means flat buffers once a compiled step uses this optimizer
 
-    def _weight_decayed(self, p, g, lam, slot=1):
-        """g + λθ (L2 weight decay entering the gradient) in work array ``slot``; g when λ = 0."""
+    def _wants_flat(self, group):
+        foreach = group.get("foreach")
+        return bool(foreach or group.get("fused") or (foreach is None and self._flat_by_default))
+
+    def flat_group(self, group):
+        """The ``FlatGroup`` of ``group``, built (or rebuilt, if a parameter or its state was
+        replaced) now; None when its parameters cannot share one buffer."""
+        flat = self._flat.get(id(group))
+        if flat is not None and flat.valid(self.state):
+            return flat
+        flat = FlatGroup.of(group["params"], self.state)
+        if flat is None:
+            self._flat.pop(id(group), None)
+        else:
+            self._flat[id(group)] = flat
+        return flat
+
+    @staticmethod
+    def _weight_decayed(param, grad, lam, scratch):
+        """g + λθ (L2 weight decay entering the gradient) in the work array "grad"; g when λ = 0."""
         if lam == 0:
-            return g
-        return xp.add(g, xp.multiply(p.data, lam, out=self._scratch(p, 1 - slot)), out=self._scratch(p, slot))
+            return grad
+        decay = xp.multiply(param, lam, out=scratch("decay", param))
+        return xp.add(grad, decay, out=scratch("grad", param))
 
     def state_dict(self):
         """A snapshot of the optimizer in PyTorch's form, storable without pickle.
@@ -203,6 +249,109 @@ def _check_hyperparameters(group):
 def _check_real(name, value):
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r}")
+
+
+def _require_numba():
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        raise ImportError("fused=True compiles its update with Numba, which is not installed: "
+                          "pip install 'backprop[fused]'") from None
+    return True
+
+
+class Scratch:
+    """Named work arrays, each allocated once: ``scratch("sqrt_v", like)`` is an array of
+    ``like``'s shape and dtype that holds whatever the rule last put there."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def __call__(self, name, like):
+        array = self.arrays.get(name)
+        if array is None or array.shape != like.shape or array.dtype != like.dtype:
+            array = self.arrays[name] = xp.empty_like(like)
+        return array
+
+
+class FlatGroup:
+    """A parameter group as flat contiguous buffers: ``param`` and ``grad`` (1-D), and
+    ``state`` (the rule's arrays, 1-D, and its step count). Each parameter's ``.data``
+    and each of its state arrays become views of a slice of them, so updating the flat
+    arrays updates every parameter; ``gather_grads`` copies the gradients in, unless
+    ``p.grad`` already is its view of ``grad`` (a compiled step writes there)."""
+
+    def __init__(self, params, state):
+        self.params = params
+        sizes = [p.data.size for p in params]
+        self.bounds = [(sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(params))]
+        dtype = params[0].data.dtype
+        self.param = xp.empty(sum(sizes), dtype)
+        self.grad = xp.zeros_like(self.param)
+        self.param_views = self.views(self.param)
+        for p, view in zip(params, self.param_views):
+            view[...] = p.data
+            p.data = view
+        self.grad_views = self.views(self.grad)
+        self.scratch = Scratch()
+        self.state, self.state_views = {}, {}
+        states = [state.get(p, {}) for p in params]
+        for key, value in states[0].items():
+            if isinstance(value, xp.ndarray) and value.ndim and value.dtype.kind == "f":
+                self.state[key] = xp.empty_like(self.param)
+                views = self.views(self.state[key])
+                for view, values in zip(views, states):
+                    view[...] = values[key]
+            else:
+                self.state[key] = value
+        self.share_state(state)
+
+    @classmethod
+    def of(cls, params, state):
+        """The flat form of ``params``, or None when they differ in dtype, state or step."""
+        if not params or len({p.data.dtype for p in params}) != 1:
+            return None
+        states = [state.get(p, {}) for p in params]
+        if any(set(s) != set(states[0]) for s in states):
+            return None
+        plain = [{k: v for k, v in s.items() if not isinstance(v, xp.ndarray) or not v.ndim} for s in states]
+        if any(values != plain[0] for values in plain):  # e.g. parameters that stepped different times
+            return None
+        return cls(params, state)
+
+    def views(self, flat):
+        """Each parameter's slice of the flat array ``flat``, in the parameter's shape."""
+        return [flat[start:stop].reshape(p.data.shape) for p, (start, stop) in zip(self.params, self.bounds)]
+
+    def valid(self, state):
+        """Whether every parameter and state array is still the view this group made."""
+        if any(p.data is not view for p, view in zip(self.params, self.param_views)):
+            return False
+        for key, views in self.state_views.items():
+            if any(state.get(p, {}).get(key) is not view for p, view in zip(self.params, views)):
+                return False
+        return all(len(state.get(p, ())) == len(self.state) for p in self.params)
+
+    def gather_grads(self):
+        """Copy the parameters' gradients into ``grad``; False if one has none."""
+        for p, view in zip(self.params, self.grad_views):
+            if p.grad is None:
+                return False
+            if p.grad is not view:
+                view[...] = p.grad
+        return True
+
+    def share_state(self, state):
+        """Give each parameter its views of new state arrays (after a first step) and the
+        step count."""
+        for key, value in self.state.items():
+            if not (isinstance(value, xp.ndarray) and value.ndim):
+                for p in self.params:
+                    state[p][key] = value
+            elif key not in self.state_views:
+                self.state_views[key] = self.views(value)
+                for p, view in zip(self.params, self.state_views[key]):
+                    state[p][key] = view
 
 
 def _plain(value):

@@ -24,46 +24,40 @@ class RMSprop(Optimizer):
             θ ← θ − γ g / d
     """
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+                 foreach=None):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                        momentum=momentum, centered=centered)
+                        momentum=momentum, centered=centered, foreach=foreach)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-            lam, mu = group["weight_decay"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["square_avg"] = xp.zeros_like(p.data)
-                    if mu > 0:
-                        state["momentum_buffer"] = xp.zeros_like(p.data)
-                    if group["centered"]:
-                        state["grad_avg"] = xp.zeros_like(p.data)
-                state["step"] += 1
-                v, work, g = state["square_avg"], self._scratch(p), p.grad
-                g = self._weight_decayed(p, g, lam)
-                v *= alpha
-                v += xp.multiply(xp.square(g, out=work), 1 - alpha, out=work)
-                if group["centered"]:
-                    mean = state["grad_avg"]
-                    mean *= alpha
-                    mean += xp.multiply(g, 1 - alpha, out=work)
-                    d = xp.subtract(v, xp.square(mean, out=work), out=work)
-                    d = xp.sqrt(d, out=work)
-                else:
-                    d = xp.sqrt(v, out=work)
-                d += eps
-                if mu > 0:
-                    b = state["momentum_buffer"]
-                    b *= mu
-                    b += xp.divide(g, d, out=work)
-                    p.data -= xp.multiply(b, lr, out=work)
-                else:
-                    p.data -= xp.multiply(xp.divide(g, d, out=work), lr, out=work)
-        return loss
+    def _update(self, group, param, grad, state, scratch):
+        lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
+        lam, mu = group["weight_decay"], group["momentum"]
+        if not state:
+            state["step"] = 0
+            state["square_avg"] = xp.zeros_like(param)
+            if mu > 0:
+                state["momentum_buffer"] = xp.zeros_like(param)
+            if group["centered"]:
+                state["grad_avg"] = xp.zeros_like(param)
+        state["step"] += 1
+        v, work = state["square_avg"], scratch("work", param)
+        g = self._weight_decayed(param, grad, lam, scratch)
+        v *= alpha
+        v += xp.multiply(xp.square(g, out=work), 1 - alpha, out=work)
+        if group["centered"]:
+            mean = state["grad_avg"]
+            mean *= alpha
+            mean += xp.multiply(g, 1 - alpha, out=work)
+            d = xp.subtract(v, xp.square(mean, out=work), out=work)
+            d = xp.sqrt(d, out=work)
+        else:
+            d = xp.sqrt(v, out=work)
+        d += eps
+        if mu > 0:
+            b = state["momentum_buffer"]
+            b *= mu
+            b += xp.divide(g, d, out=work)
+            param -= xp.multiply(b, lr, out=work)
+        else:
+            param -= xp.multiply(xp.divide(g, d, out=work), lr, out=work)

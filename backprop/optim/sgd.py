@@ -20,33 +20,36 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-                 maximize=False):
+                 maximize=False, foreach=None, fused=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize)
+                        nesterov=nesterov, maximize=maximize, foreach=foreach, fused=fused)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            lr, mu, tau, lam = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if group["maximize"]:
-                    g = xp.negative(g, out=self._scratch(p))
-                g = self._weight_decayed(p, g, lam, slot=0)
-                if mu != 0:
-                    state = self.state[p]
-                    b = state.get("momentum_buffer")
-                    if b is None:
-                        b = state["momentum_buffer"] = g.copy()
-                    else:
-                        b *= mu
-                        b += g if tau == 0 else xp.multiply(g, 1 - tau, out=self._scratch(p, 1))
-                    if group["nesterov"]:
-                        g = xp.add(g, xp.multiply(b, mu, out=self._scratch(p, 1)), out=self._scratch(p))
-                    else:
-                        g = b
-                p.data -= xp.multiply(g, lr, out=self._scratch(p))
-        return loss
+    def _update(self, group, param, grad, state, scratch):
+        lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
+        g = xp.negative(grad, out=scratch("grad", param)) if group["maximize"] else grad
+        g = self._weight_decayed(param, g, group["weight_decay"], scratch)
+        if mu != 0:
+            b = state.get("momentum_buffer")
+            if b is None:
+                b = state["momentum_buffer"] = g.copy()
+            else:
+                b *= mu
+                b += g if tau == 0 else xp.multiply(g, 1 - tau, out=scratch("step", param))
+            if group["nesterov"]:
+                g = xp.add(g, xp.multiply(b, mu, out=scratch("step", param)), out=scratch("grad", param))
+            else:
+                g = b
+        param -= xp.multiply(g, lr, out=scratch("step", param))
+
+    def _fused_update(self, group, param, grad, state, scratch):
+        from backprop.optim import _fused
+
+        mu = group["momentum"]
+        b = state.get("momentum_buffer")
+        first = mu != 0 and b is None
+        if first:
+            b = state["momentum_buffer"] = xp.empty_like(param)
+        _fused.sgd(param, grad, param if b is None else b, *_fused.scalars(
+            param, group["lr"], mu, 1 - group["dampening"], group["weight_decay"]),
+            first, group["nesterov"], group["maximize"])

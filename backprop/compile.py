@@ -1,0 +1,500 @@
+"""Capture a training step once for fixed shapes and dtypes, then replay it.
+
+``step = compile_step(model, loss_fn, optimizer)``; ``loss = step(x, y)`` does what
+``optimizer.zero_grad(); loss_fn(model(x), y).backward(); optimizer.step()`` does, with
+the same numbers, and returns the loss as a float.
+
+The first call for a given key (shapes and dtypes of x and y, the modules' training
+flags, the parameters' arrays and ``requires_grad``) runs the step eagerly while
+recording every primitive of ``ops.py`` it calls, and turns the recording into a
+``Plan``:
+
+- forward: per primitive, a kernel that recomputes its output *into the array the
+  eager step produced* (``out=``), so that the VJP closures the eager step created,
+  which hold those arrays, stay valid;
+- backward: those very closures from ``ops.py`` (the one definition of every
+  derivative), called in the order ``Tensor.backward`` calls them, the gradients
+  summed as it sums them, the parameters' gradients written into fixed arrays (the
+  optimizer's flat gradient buffer when it has one);
+- update: the optimizer's own ``step()``, on flat buffers (``foreach=None`` becomes
+  flat for a compiled step).
+
+Later calls copy the batch into the captured input arrays and run the plan as one
+generated Python function: no Tensor, no graph, no closure is created per step.
+
+A plan is only made when it cannot differ from the eager step. The step stays eager
+(``TrainStep.reason`` says why) for a model or loss that is not made of the library's
+own modules (a user's ``forward`` may branch on values), a primitive without a kernel
+here (dropout in training mode draws a mask, for instance), any array a closure holds
+that the plan does not rewrite, ``retain_grad``, a leaf that requires a gradient and
+is not an optimized parameter, or an input that requires grad. A new key (the last,
+smaller batch of an epoch; a parameter replaced or frozen) captures a new plan.
+"""
+
+import contextlib
+
+from backprop import ops
+from backprop.backend import special, xp
+from backprop.nn.layers import Dropout
+from backprop.nn.module import _BUILTIN, Module
+from backprop.tensor import Tensor, unbroadcast
+
+__all__ = ["compile_step", "TrainStep"]
+
+_MAX_PLANS = 8  # keys (batch shapes...) kept per step; more than this and the step stays eager
+
+
+def compile_step(model, loss_fn, optimizer):
+    """A ``TrainStep``: ``step(x, y)`` trains on one batch and returns the loss (a float)."""
+    return TrainStep(model, loss_fn, optimizer)
+
+
+def train_step_for(model, loss_fn, optimizer, compiled=True, after_backward=None):
+    """The ``TrainStep`` that ``fit`` uses: kept on the optimizer and reused by the next
+    ``fit`` with the same model, loss and modules' settings, so that repeated short fits
+    (``partial_fit``) capture their plans once. ``after_backward`` (distributed training's
+    gradient averaging) runs between backward and the update, on the eager path."""
+    settings = [(type(m).__name__, m._args()) for m in _modules(model, loss_fn)]
+    step = getattr(optimizer, "_train_step", None)
+    key = (model, loss_fn, compiled, after_backward, settings)
+    if step is None or (step.model, step.loss_fn, step.compiled, step.after_backward, step.settings) != key:
+        step = optimizer._train_step = TrainStep(model, loss_fn, optimizer, compiled, after_backward)
+        step.settings = settings
+    return step
+
+
+def _modules(model, loss_fn):
+    return list(model.modules()) + (list(loss_fn.modules()) if isinstance(loss_fn, Module) else [])
+
+
+class TrainStep:
+    """zero_grad, forward, loss, backward and update of one batch, captured and replayed.
+
+    ``path`` is "compiled" when the last call replayed a plan and "eager" when it ran
+    the ordinary engine; ``reason`` says why a step was eager (None otherwise).
+    ``output`` is the model's output of the last call (an array, valid until the next).
+    """
+
+    def __init__(self, model, loss_fn, optimizer, compiled=True, after_backward=None):
+        self.model, self.loss_fn, self.optimizer, self.compiled = model, loss_fn, optimizer, compiled
+        self.after_backward = after_backward
+        self.settings = None
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.modules = _modules(model, loss_fn)
+        if not compiled:
+            self.unsupported = "compiled=False"
+        elif after_backward is not None:
+            self.unsupported = "the gradients are averaged across ranks between backward and the update"
+        else:
+            self.unsupported = _unsupported(self.modules + ([] if isinstance(loss_fn, Module) else [loss_fn]))
+        self.plans = {}
+        self.path = self.reason = self.output = None
+        self.counts = {"compiled": 0, "eager": 0}
+        if self.unsupported is None:
+            optimizer._flat_by_default = True
+
+    def __call__(self, x, y):
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        y = y if isinstance(y, Tensor) else Tensor(y)
+        if self.unsupported or x.requires_grad:
+            return self._eager(x, y, self.unsupported or "the input requires grad")
+        plan = self.plans.get(self._key(x, y))
+        if plan is None:
+            if len(self.plans) >= _MAX_PLANS:
+                return self._eager(x, y, f"more than {_MAX_PLANS} different batch shapes or parameter sets")
+            plan, loss = _capture(self, x, y)  # runs this step (unless it has no loss to show)
+            self.plans[self._key(x, y)] = plan
+            if loss is None:
+                return self._eager(x, y, plan)
+            self._took(*(("eager", plan) if isinstance(plan, str) else ("compiled", None)))
+            return loss
+        if isinstance(plan, str) or not plan.run(x.data, y.data):
+            return self._eager(x, y, plan if isinstance(plan, str) else "a kernel refused the batch")
+        self._took("compiled", None)
+        self.output = plan.output
+        return plan.loss_value()
+
+    def _took(self, path, reason):
+        self.path, self.reason = path, reason
+        self.counts[path] += 1
+
+    def _key(self, x, y):
+        return (x.shape, x.dtype, y.shape, y.dtype, tuple(m.training for m in self.modules),
+                tuple((id(p.data), p.requires_grad) for p in self.params))
+
+    def _eager(self, x, y, reason):
+        self._took("eager", reason)
+        output = self.model(x)
+        loss = self.loss_fn(output, y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.after_backward is not None:
+            self.after_backward()
+        self.optimizer.step()
+        self.output = output.data
+        return loss.item()
+
+
+def _unsupported(modules):
+    """Why a step of these modules cannot be captured (None if it can): a user's forward
+    may branch on values, which a recording would not see."""
+    for module in modules:
+        if _BUILTIN.get(type(module).__name__) is not type(module):
+            return f"{type(module).__name__} is not one of the library's modules (its forward may branch on values)"
+    return None
+
+
+# -- forward kernels: each recomputes a primitive's output (and what its VJP holds) in place --
+def _linear(out, refresh, x, weight, bias=None):
+    X, W = x, weight
+    if X.ndim != 2:
+        return None
+    WT = W.T
+    if bias is None:
+        return lambda: xp.matmul(X, WT, out=out)
+
+    def run():
+        xp.matmul(X, WT, out=out)
+        xp.add(out, bias, out=out)
+
+    return run
+
+
+def _relu(out, refresh, a):
+    zeros = xp.zeros(a.shape[-1:], a.dtype)
+    return lambda: xp.maximum(a, zeros, out=out)
+
+
+def _leaky_relu(out, refresh, a, negative_slope=0.01):
+    slope = refresh.pop("slope", None)
+    if slope is None:
+        return None
+    one, s = xp.ones((), a.dtype), xp.asarray(negative_slope, a.dtype)
+
+    def run():
+        xp.copyto(slope, xp.where(a > 0, one, s))
+        xp.multiply(a, slope, out=out)
+
+    return run
+
+
+def _gelu(out, refresh, a):
+    cdf = refresh.pop("cdf", None)
+    if cdf is None:
+        return None
+
+    def run():
+        xp.copyto(cdf, 0.5 * (1 + special.erf(a * ops._SQRT_HALF)))
+        xp.multiply(a, cdf, out=out)
+
+    return run
+
+
+def _softmax_cross_entropy(out, refresh, logits, target, label_smoothing=0.0, reduction="none"):
+    P, Y = refresh.pop("P", None), refresh.pop("Y", None)
+    if P is None:
+        return None
+    rows = refresh.pop("rows", None)
+    if rows is not None and not xp.array_equal(rows, xp.arange(len(logits))):
+        return None
+    n, classes = logits.shape
+    count = None if reduction == "none" else (n if reduction == "mean" else 1)
+    shifted, column = xp.empty_like(logits), xp.empty((n, 1), logits.dtype)
+    index = target.view(target.dtype.str.replace("i", "u")) if target.dtype.kind == "i" else target
+
+    def run():
+        if target.dtype.kind in "iu" and index.max() >= classes:  # out of range (a negative reads as huge)
+            return False
+        xp.subtract(logits, logits.max(axis=1, keepdims=True), out=shifted)
+        xp.exp(shifted, out=P)
+        total = P.sum(axis=1, keepdims=True, out=column)
+        log_total = xp.log(total)
+        xp.divide(P, total, out=P)
+        if Y is None:
+            loss = log_total[:, 0] - shifted[rows, target]
+        else:
+            if target.dtype.kind in "iu":
+                y = xp.zeros_like(logits)
+                y[xp.arange(n), target] = 1
+            else:
+                y = target.astype(logits.dtype, copy=False)
+            if label_smoothing:
+                y = y * (1 - label_smoothing) + label_smoothing / classes
+            xp.copyto(Y, y)
+            loss = -(Y * (shifted - log_total)).sum(axis=1)
+        out[...] = loss if count is None else loss.sum() / count
+        return True
+
+    return run
+
+
+def _binary_cross_entropy_with_logits(out, refresh, logits, target):
+    if target.dtype != logits.dtype:
+        return None
+    return lambda: xp.copyto(out, xp.maximum(logits, 0) - logits * target + xp.log1p(xp.exp(-xp.abs(logits))))
+
+
+def _expression(formula):
+    """A kernel that evaluates ``formula(*inputs, *args)`` as ops.py does and copies it in."""
+    return lambda out, refresh, *args: (lambda: xp.copyto(out, formula(*args)))
+
+
+def _ufunc(ufunc):
+    return lambda out, refresh, *args: (lambda: ufunc(*args, out=out))
+
+
+def _reduction(reduce):
+    def build(out, refresh, a, axis=None, keepdims=False):
+        return lambda: xp.copyto(out, reduce(a, axis, keepdims))
+
+    return build
+
+
+def _mean(a, axis, keepdims):
+    total = a.sum(axis=axis, keepdims=keepdims)
+    return total / (a.size // total.size)
+
+
+KERNELS = {
+    "linear": _linear,
+    "relu": _relu,
+    "leaky_relu": _leaky_relu,
+    "gelu": _gelu,
+    "tanh": _ufunc(xp.tanh),
+    "sigmoid": _ufunc(special.expit),
+    "exp": _ufunc(xp.exp),
+    "log": _ufunc(xp.log),
+    "sqrt": _ufunc(xp.sqrt),
+    "add": _ufunc(xp.add),
+    "sub": _ufunc(xp.subtract),
+    "mul": _ufunc(xp.multiply),
+    "div": _ufunc(xp.divide),
+    "neg": _ufunc(xp.negative),
+    "pow": _expression(lambda a, p: a**p),
+    "sum": _reduction(lambda a, axis, keepdims: a.sum(axis=axis, keepdims=keepdims)),
+    "mean": _reduction(_mean),
+    "reshape": _expression(lambda a, shape: a.reshape(shape)),
+    "softmax_cross_entropy": _softmax_cross_entropy,
+    "binary_cross_entropy_with_logits": _binary_cross_entropy_with_logits,
+}
+# What each primitive's VJP holds besides its inputs and output, which its kernel rewrites.
+REFRESHED = {"leaky_relu": ("slope",), "gelu": ("cdf",), "softmax_cross_entropy": ("P", "Y", "rows")}
+
+
+# -- capture --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _recording():
+    """Within: every call of a primitive with a kernel appends (name, args, kwargs, result)."""
+    calls, originals = [], {name: getattr(ops, name) for name in KERNELS}
+
+    def recorder(name, primitive):
+        def record(*args, **kwargs):
+            result = primitive(*args, **kwargs)
+            calls.append((name, args, kwargs, result))
+            return result
+
+        return record
+
+    for name, primitive in originals.items():
+        setattr(ops, name, recorder(name, primitive))
+    try:
+        yield calls
+    finally:
+        for name, primitive in originals.items():
+            setattr(ops, name, primitive)
+
+
+def _capture(step, x, y):
+    """Run this step eagerly while recording it, and by its plan from the backward pass on;
+    return (the Plan or the reason there is none, the loss), the loss None when the step
+    was not run."""
+    optimizer = step.optimizer
+    if any(isinstance(m, Dropout) and m.training and m.p > 0 for m in step.modules):
+        return "Dropout in training mode draws a new mask every step", None
+    grad_buffers = {}
+    for group in optimizer.param_groups:
+        flat = optimizer.flat_group(group) if optimizer._wants_flat(group) else None
+        if flat is not None:
+            grad_buffers.update(zip(map(id, flat.params), flat.grad_views))
+    inputs = Tensor(xp.array(x.data)), Tensor(xp.array(y.data))
+    with _recording() as calls:
+        output = step.model(inputs[0])
+        loss = step.loss_fn(output, inputs[1])
+    plan = _plan(step, calls, inputs, output, loss, grad_buffers)
+    step.output = output.data
+    if isinstance(plan, str):
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return plan, loss.item()
+    plan.backward()
+    return plan, plan.loss_value()
+
+
+
+def _plan(step, calls, inputs, output, loss, grad_buffers):
+    """The Plan of a recorded step, or a sentence saying why it cannot be replayed."""
+    params = {id(p): p for p in step.params}
+    known = {id(t.data) for t in inputs} | {id(p.data) for p in params.values()}  # rewritten or updated in place
+    constants, rewritten = set(), []  # rewritten: every array a kernel writes, for Plan.verify
+    values, forward, produced = {}, [], {}
+    for name, args, kwargs, result in calls:
+        arrays = []
+        for arg in list(args) + list(kwargs.values()):
+            array = arg.data if isinstance(arg, Tensor) else arg
+            if isinstance(array, (xp.ndarray, xp.generic)) and id(array) not in known:
+                if not (isinstance(array, xp.ndarray) and array.ndim == 0 and isinstance(arg, Tensor) and arg.is_leaf):
+                    return f"{name} reads an array the plan does not rewrite"
+                constants.add(id(array))
+            arrays.append(array)
+        data = result.data
+        if not isinstance(data, xp.ndarray):  # a NumPy scalar: the plan keeps the value in a 0-d array
+            data = xp.array(data)
+        refresh = {}  # the arrays the kernel rewrites besides the output, by their name in the VJP
+        for _, vjp in result._parents:
+            refresh.update((var, value) for var, value in _cells(vjp) if var in REFRESHED.get(name, ()))
+        known.update(id(a) for a in refresh.values() if isinstance(a, xp.ndarray))
+        rewritten += [data] + [a for a in refresh.values() if isinstance(a, xp.ndarray)]
+        kernel = KERNELS[name](data, refresh, *arrays[: len(args)], **dict(zip(kwargs, arrays[len(args) :])))
+        if kernel is None:
+            return f"{name} with these arguments has no kernel"
+        known.add(id(data))
+        values[id(result)] = data
+        produced[id(result)] = result
+        forward.append(kernel)
+    if id(loss) not in produced or not loss.requires_grad:
+        return "the loss is not computed by primitives the plan knows"
+    nodes, leaves = [], []
+    seen, stack = {id(loss)}, [loss]
+    while stack:
+        node = stack.pop()
+        if node._op is None:
+            if id(node) not in params:
+                return "a leaf that requires grad is not a parameter of the optimizer"
+            leaves.append(node)
+            continue
+        if id(node) not in produced:
+            return f"the primitive {node._op} has no kernel"
+        if node._retains_grad:
+            return "retain_grad() asks for an intermediate gradient"
+        nodes.append(node)
+        for parent, vjp in node._parents:
+            reason = _unknown_array(vjp, known | constants)
+            if reason:
+                return f"{node._op}'s derivative holds {reason} that the plan does not rewrite"
+            if id(parent) not in seen:
+                seen.add(id(parent))
+                stack.append(parent)
+    output_array = values.get(id(output), output.data)
+    if id(output_array) not in known:
+        return "the model's output is not computed by primitives the plan knows"
+    plan = Plan(step, inputs, forward, values, loss, output_array, nodes, leaves, grad_buffers)
+    return plan.verify(rewritten) or plan
+
+
+def _cells(function):
+    """(name, value) of each variable ``function``'s closure holds (assigned ones only)."""
+    for var, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
+        try:
+            yield var, cell.cell_contents
+        except ValueError:  # a variable of the enclosing function that was never assigned
+            continue
+
+
+def _unknown_array(function, known, depth=0):
+    """The name of an array (or NumPy scalar) that ``function``'s closure holds and that is
+    not in ``known``; None if there is none. Functions it holds are searched too."""
+    for var, value in _cells(function):
+        if isinstance(value, xp.generic) or (isinstance(value, xp.ndarray) and id(value) not in known):
+            return f"an array ({var})"
+        if callable(value) and hasattr(value, "__code__") and depth < 3:
+            reason = _unknown_array(value, known, depth + 1)
+            if reason:
+                return reason
+    return None
+
+
+class Plan:
+    """One captured step: forward kernels, the VJPs in backward order, the update."""
+
+    def __init__(self, step, inputs, forward, values, loss, output, nodes, leaves, grad_buffers):
+        self.optimizer = step.optimizer
+        self.x, self.y = (t.data for t in inputs)
+        self.forward = forward
+        self.loss, self.output = values[id(loss)], output
+        self.seed = xp.ones(self.loss.shape, self.loss.dtype)
+        self.seed.flags.writeable = False  # shared by every step: no VJP may write into it
+        nodes.sort(key=lambda node: -node._seq)  # the order Tensor.backward visits them in
+        slot = {id(t): i for i, t in enumerate(nodes + leaves)}
+        self.instructions = []  # (from slot, vjp, to slot, the parent's shape, first contribution)
+        filled = set()
+        for node in nodes:
+            for parent, vjp in node._parents:
+                k = slot[id(parent)]
+                self.instructions.append((slot[id(node)], vjp, k, parent.data.shape, k not in filled))
+                filled.add(k)
+        self.leaves = []  # (slot, parameter, the array its gradient is written into)
+        for leaf in leaves:
+            buffer = grad_buffers.get(id(leaf))
+            self.leaves.append((slot[id(leaf)], leaf, xp.empty_like(leaf.data) if buffer is None else buffer))
+        self.idle = [p for p in step.params if id(p) not in slot]  # zero_grad() leaves them no gradient
+        self.slots = len(slot)
+        self.run = self._generate()
+
+    def verify(self, arrays):
+        """Run the kernels on the recorded batch: None if they reproduce every array of the
+        eager forward pass (outputs and what the VJPs hold), else the reason (and the eager
+        values are put back)."""
+        saved = [a.copy() for a in arrays]
+        if all(kernel() is not False for kernel in self.forward) and all(
+            xp.allclose(a, b, rtol=1e-6, atol=1e-7, equal_nan=True) for a, b in zip(arrays, saved)
+        ):
+            return None
+        for array, value in zip(arrays, saved):
+            xp.copyto(array, value)
+        return "the kernels do not reproduce the eager forward pass"
+
+    def loss_value(self):
+        return float(self.loss)
+
+    def backward(self):
+        """The VJPs in order, the gradients summed as Tensor.backward sums them (Design A:
+        a loop over the instructions; used for the capture step)."""
+        grads = [None] * self.slots
+        grads[0] = self.seed
+        for source, vjp, target, shape, first in self.instructions:
+            contribution = vjp(grads[source])
+            if contribution.shape != shape:
+                contribution = unbroadcast(contribution, shape)
+            grads[target] = contribution if first else grads[target] + contribution
+        for k, p, buffer in self.leaves:
+            xp.copyto(buffer, grads[k])
+            p.grad = buffer
+        for p in self.idle:
+            p.grad = None
+        self.optimizer.step()
+
+    def _generate(self):
+        """``run(x, y)`` as one Python function (Design B): the batch copied in, the kernels,
+        the VJPs with a local per gradient, the parameters' gradients, the update."""
+        scope = {"copyto": xp.copyto, "unbroadcast": unbroadcast, "X": self.x, "Y": self.y,
+                 "seed": self.seed, "update": self.optimizer.step}
+        lines = ["def run(x, y):", "    copyto(X, x)", "    copyto(Y, y)"]
+        for i, kernel in enumerate(self.forward):
+            scope[f"k{i}"] = kernel
+            lines.append(f"    if k{i}() is False: return False")
+        lines.append("    g0 = seed")
+        for i, (source, vjp, target, shape, first) in enumerate(self.instructions):
+            scope[f"vjp{i}"], scope[f"shape{i}"] = vjp, shape
+            lines.append(f"    c = vjp{i}(g{source})")
+            lines.append(f"    if c.shape != shape{i}: c = unbroadcast(c, shape{i})")
+            lines.append(f"    g{target} = c" if first else f"    g{target} = g{target} + c")
+        for i, (k, p, buffer) in enumerate(self.leaves):
+            scope[f"p{i}"], scope[f"grad{i}"] = p, buffer
+            lines += [f"    copyto(grad{i}, g{k})", f"    p{i}.grad = grad{i}"]
+        for i, p in enumerate(self.idle):
+            scope[f"idle{i}"] = p
+            lines.append(f"    idle{i}.grad = None")
+        lines += ["    update()", "    return True"]
+        exec(compile("\n".join(lines), "<backprop.compile plan>", "exec"), scope)
+        return scope["run"]

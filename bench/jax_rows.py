@@ -1,0 +1,169 @@
+"""backprop's ``fit`` beside JAX's jitted step on the small networks of issue 12.
+
+``python -m bench.jax_rows`` (``--quick`` for a short run) measures samples/s of each
+system on each row (network, batch, optimizer), interleaved in one run as
+``python -m bench`` does (one worker process per system, the order rotating from one
+repetition to the next, each ratio the median of the paired ratios), and prints one
+table with the ratio to JAX per row. ReLU MLPs, softmax cross-entropy, float32, the
+random MNIST-shaped data of ``bench.worker``; SGD lr 0.01, Adam lr 1e-3 with PyTorch's
+defaults.
+
+- ``fit``: ``backprop.fit`` with no shuffling, metrics or progress bar (its default
+  compiled step, the optimizer's default options);
+- ``fit_fused``: the same with ``fused=True`` for the optimizer (Numba kernels);
+- ``step``: the hand-written PyTorch-style loop, opted in with ``backprop.compile_step``;
+- ``jax``: ``jax.jit`` of the whole step (loss, gradient, update), called in a Python
+  loop over the same batches (NumPy slices, as a NumPy data loader hands them over).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+import numpy as np
+
+from bench.systems import ADAM, SGD_LR
+from bench.train_mlp import Workers, interleaved, paired_ratio
+
+ROWS = [  # (sizes, batch, optimizer) as in issue 12's table
+    ((16, 16, 16, 10), 1, "sgd"), ((16, 16, 16, 10), 1, "adam"),
+    ((16, 16, 16, 10), 32, "sgd"), ((16, 16, 16, 10), 32, "adam"),
+    ((64, 128, 10), 32, "sgd"), ((64, 128, 10), 32, "adam"),
+    ((64, 128, 10), 128, "sgd"), ((64, 128, 10), 128, "adam"),
+    ((784, 256, 128, 10), 8, "sgd"), ((784, 256, 128, 10), 8, "adam"),
+    ((784, 256, 128, 10), 32, "adam"), ((784, 256, 128, 10), 512, "sgd"),
+]
+SYSTEMS = ("fit", "fit_fused", "step", "jax")
+
+
+def make_trainer(system, sizes, opt, seed=0):
+    return JaxTrainer(sizes, opt, seed) if system == "jax" else BackpropTrainer(system, sizes, opt, seed)
+
+
+class BackpropTrainer:
+    def __init__(self, system, sizes, opt, seed):
+        import backprop
+        from backprop import nn, optim
+
+        backprop.manual_seed(seed)
+        layers = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers += [nn.Linear(n_in, n_out)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+        self.backprop, self.system = backprop, system
+        self.model = nn.Sequential(*layers)
+        self.loss_fn = nn.CrossEntropyLoss()
+        flags = {"fused": True} if system == "fit_fused" else {}
+        params = list(self.model.parameters())
+        self.optimizer = optim.SGD(params, lr=SGD_LR, **flags) if opt == "sgd" else optim.Adam(params, **ADAM, **flags)
+        if system == "step":
+            self.step = backprop.compile_step(self.model, self.loss_fn, self.optimizer)
+
+    def train(self, X, y, batch, start, steps):
+        stop = start + steps * batch
+        if self.system == "step":
+            step, Tensor = self.step, self.backprop.Tensor
+            for i in range(start, stop, batch):
+                step(Tensor(X[i : i + batch]), Tensor(y[i : i + batch]))
+            return
+        history = self.backprop.fit(self.model, self.loss_fn, self.optimizer, (X[start:stop], y[start:stop]),
+                                    epochs=1, batch_size=batch, shuffle=False, metrics=(), progress=False)
+        assert history.steps["eager"] == 0, history.eager_reason
+
+
+class JaxTrainer:
+    def __init__(self, sizes, opt, seed):
+        import jax
+        import jax.numpy as jnp
+
+        rng = np.random.default_rng(seed)
+        params = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            bound = 1 / np.sqrt(n_in)
+            params.append((jnp.asarray(rng.uniform(-bound, bound, (n_out, n_in)).astype(np.float32)),
+                           jnp.asarray(rng.uniform(-bound, bound, n_out).astype(np.float32))))
+
+        def loss(params, x, y):
+            h = x
+            for k, (w, b) in enumerate(params):
+                h = h @ w.T + b
+                if k < len(params) - 1:
+                    h = jax.nn.relu(h)
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(h), y[:, None], axis=1))
+
+        tree = jax.tree_util.tree_map
+        (beta1, beta2), eps, lr = ADAM["betas"], ADAM["eps"], ADAM["lr"]
+
+        def step(params, state, x, y):
+            value, grads = jax.value_and_grad(loss)(params, x, y)
+            if opt == "sgd":
+                return tree(lambda p, g: p - SGD_LR * g, params, grads), state
+            m, v, t = state
+            t = t + 1
+            m = tree(lambda m, g: beta1 * m + (1 - beta1) * g, m, grads)
+            v = tree(lambda v, g: beta2 * v + (1 - beta2) * g * g, v, grads)
+            correction1, correction2 = 1 - beta1**t, 1 - beta2**t
+            params = tree(lambda p, m, v: p - lr / correction1 * m / (jnp.sqrt(v / correction2) + eps), params, m, v)
+            return params, (m, v, t)
+
+        self.params = params
+        self.state = (tree(jnp.zeros_like, params), tree(jnp.zeros_like, params), jnp.zeros((), jnp.float32))
+        self.step = jax.jit(step, donate_argnums=(0, 1))
+        self.jax = jax
+
+    def train(self, X, y, batch, start, steps):
+        params, state, step = self.params, self.state, self.step
+        for i in range(start, start + steps * batch, batch):
+            params, state = step(params, state, X[i : i + batch], y[i : i + batch])
+        self.params, self.state = self.jax.block_until_ready((params, state))
+
+
+def worker_main(system, threads):
+    """The worker process: ``bench.worker``'s, with this benchmark's trainers."""
+    from bench.worker import Worker
+
+    if system == "jax" and threads == 1:  # XLA's CPU pool ignores OMP_NUM_THREADS
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    worker = Worker(system, threads)
+    worker.make_trainer = make_trainer
+    worker.serve()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.jax_rows", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter repetitions")
+    parser.add_argument("--threads", type=int, default=2, help="threads per system (default 2)")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--rows", nargs="+", type=int, help="row numbers (from 0) to run; default all")
+    parser.add_argument("worker", nargs="?", choices=SYSTEMS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker_main(args.worker, args.threads)
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    reps, block = (3, 0.1) if args.quick else (7, 0.3)
+    rows = [ROWS[i] for i in args.rows] if args.rows else ROWS
+    jobs = [(list(sizes), opt, batch) for sizes, batch, opt in rows]
+    systems = list(args.systems)
+    workers = Workers(systems, args.threads, module="bench.jax_rows")
+    try:
+        rates = interleaved(workers, systems, [(tuple(s), o, b) for s, o, b in jobs], reps, block, log)
+    finally:
+        workers.close()
+    others = [name for name in systems if name != "jax"]
+    head = ["network", "batch", "optimizer"] + [f"{name} samples/s" for name in systems]
+    head += [f"{name} / jax" for name in others] if "jax" in systems else []
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for sizes, opt, batch in jobs:
+        job = (tuple(sizes), opt, batch)
+        cells = ["-".join(map(str, sizes)), str(batch), opt.upper()]
+        cells += [f"{statistics.median(rates[name, job]):,.0f}" for name in systems]
+        if "jax" in systems:
+            cells += [f"{paired_ratio(rates[name, job], rates['jax', job]):.2f}" for name in others]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

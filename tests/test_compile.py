@@ -1,0 +1,268 @@
+"""backprop.compile: a captured and replayed step trains exactly as the eager engine does,
+and every case it cannot replay safely runs eagerly instead."""
+
+import numpy as np
+import pytest
+
+import backprop
+from backprop import nn, ops, optim
+from backprop.compile import TrainStep, compile_step
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(40, 6)).astype(np.float32)
+LABELS = rng.integers(0, 3, 40)
+STEPS = 6
+
+OPTIMIZERS = {
+    "SGD": dict(lr=0.1),
+    "SGD-momentum": dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "Adam": dict(lr=0.01),
+    "AdamW": dict(lr=0.01, amsgrad=True),
+    "RMSprop": dict(lr=0.01, momentum=0.5, centered=True),
+    "Adagrad": dict(lr=0.1, lr_decay=0.01),
+}
+LAYERS = {
+    "relu": lambda: [nn.ReLU()],
+    "leaky_relu": lambda: [nn.LeakyReLU(0.1)],
+    "sigmoid": lambda: [nn.Sigmoid()],
+    "tanh": lambda: [nn.Tanh()],
+    "gelu": lambda: [nn.GELU()],
+    "identity": lambda: [nn.Identity()],
+    "flatten": lambda: [nn.Flatten()],
+    "dropout_p0": lambda: [nn.Dropout(0.0)],
+}
+LOSSES = {  # loss and the targets it takes
+    "cross_entropy": (lambda: nn.CrossEntropyLoss(), LABELS),
+    "cross_entropy_sum_smoothed": (lambda: nn.CrossEntropyLoss(reduction="sum", label_smoothing=0.1), LABELS),
+    "cross_entropy_probabilities": (lambda: nn.CrossEntropyLoss(), np.eye(3, dtype=np.float32)[LABELS]),
+    "mse": (lambda: nn.MSELoss(), rng.normal(size=(40, 3)).astype(np.float32)),
+    "bce_with_logits": (lambda: nn.BCEWithLogitsLoss(), (rng.random((40, 3)) > 0.5).astype(np.float32)),
+}
+
+
+def build(layer="relu", rule="SGD", loss="cross_entropy", **flags):
+    backprop.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), *LAYERS[layer](), nn.Linear(5, 3))
+    config = OPTIMIZERS[rule]
+    optimizer = getattr(optim, rule.split("-")[0])(model.parameters(), **config, **flags)
+    return model, LOSSES[loss][0](), optimizer
+
+
+def eager_step(model, loss_fn, optimizer, x, y):
+    loss = loss_fn(model(backprop.Tensor(x)), backprop.Tensor(y))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def assert_trains_as_eager(make, batches, path="compiled", exact=True):
+    """Train two copies, one by eager steps and one by a TrainStep; compare after every step."""
+    reference, step_model = make(), make()
+    step = TrainStep(*step_model)
+    for x, y in batches:
+        expected = eager_step(*reference, x, y)
+        got = step(backprop.Tensor(x), backprop.Tensor(y))
+        assert step.path == path, step.reason
+        compare = np.testing.assert_array_equal if exact else (
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7))
+        compare(got, expected)
+        for p, q in zip(reference[0].parameters(), step_model[0].parameters()):
+            compare(q.data, p.data)
+    return step
+
+
+def batches(targets=LABELS, size=8, steps=STEPS):
+    return [(X[i : i + size], targets[i : i + size]) for i in range(0, size * steps, size) if i < len(X)]
+
+
+@pytest.mark.parametrize("rule", OPTIMIZERS)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_compiled_step_equals_the_eager_step_for_every_optimizer_and_layer(rule, layer):
+    step = assert_trains_as_eager(lambda: build(layer, rule), batches())
+    assert step.counts == {"compiled": 5, "eager": 0}
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_compiled_step_equals_the_eager_step_for_every_loss(loss):
+    assert_trains_as_eager(lambda: build(loss=loss), batches(LOSSES[loss][1]))
+
+
+@pytest.mark.parametrize("rule", ["SGD-momentum", "Adam", "AdamW"])
+def test_compiled_step_with_a_fused_optimizer_equals_eager_to_float32_rounding(rule):
+    pytest.importorskip("numba")
+    reference, compiled = build(rule=rule), build(rule=rule, fused=True)
+    step = compile_step(*compiled)
+    for x, y in batches():
+        eager_step(*reference, x, y)
+        step(x, y)
+        assert step.path == "compiled"
+    for p, q in zip(reference[0].parameters(), compiled[0].parameters()):
+        np.testing.assert_allclose(q.data, p.data, rtol=1e-5, atol=1e-6)
+
+
+def test_the_replayed_backward_is_the_vjps_of_ops_py():
+    step = compile_step(*build("gelu"))
+    step(X[:8], LABELS[:8])
+    (plan,) = step.plans.values()
+    assert plan.instructions and all(vjp.__code__.co_filename == ops.__file__ for _, vjp, *_ in plan.instructions)
+
+
+def test_fit_compiled_equals_fit_eager_and_history_says_which_path():
+    histories, models = [], []
+    for compiled in (True, False):
+        model, loss_fn, optimizer = build(rule="Adam")
+        histories.append(backprop.fit(model, loss_fn, optimizer, (X, LABELS), epochs=3, batch_size=16,
+                                      shuffle=False, progress=False, compiled=compiled))
+        models.append(model)
+    assert histories[0].history == histories[1].history
+    for p, q in zip(*(m.parameters() for m in models)):
+        np.testing.assert_array_equal(p.data, q.data)
+    # 40 examples in batches of 16: two plans (16 and the last 8), every step compiled
+    assert histories[0].steps == {"compiled": 9, "eager": 0} and histories[0].eager_reason is None
+    assert histories[1].steps == {"compiled": 0, "eager": 9} and histories[1].eager_reason == "compiled=False"
+
+
+# -- falling back --------------------------------------------------------------------------------
+def test_a_new_batch_shape_is_captured_anew():
+    step = assert_trains_as_eager(build, [(X[:8], LABELS[:8]), (X[8:13], LABELS[8:13]), (X[13:21], LABELS[13:21])])
+    assert len(step.plans) == 2
+
+
+def test_freezing_a_layer_captures_a_new_plan():
+    reference, compiled = build(rule="Adam"), build(rule="Adam")
+    step = compile_step(*compiled)
+    for i, (x, y) in enumerate(batches()):
+        if i == 2:
+            for model, _, _ in (reference, compiled):
+                model[0].weight.requires_grad = False
+        eager_step(*reference, x, y)
+        step(x, y)
+        assert step.path == "compiled"
+    assert len(step.plans) == 2
+    for p, q in zip(reference[0].parameters(), compiled[0].parameters()):
+        np.testing.assert_array_equal(q.data, p.data)
+
+
+def test_a_replaced_parameter_array_and_a_new_learning_rate_are_followed():
+    reference, compiled = build(rule="SGD-momentum"), build(rule="SGD-momentum")
+    step = compile_step(*compiled)
+    for i, (x, y) in enumerate(batches()):
+        if i == 3:
+            for model, _, optimizer in (reference, compiled):
+                model[0].weight.data = model[0].weight.data * 0.5
+                optimizer.param_groups[0]["lr"] = 0.03
+        eager_step(*reference, x, y)
+        step(x, y)
+    for p, q in zip(reference[0].parameters(), compiled[0].parameters()):
+        np.testing.assert_array_equal(q.data, p.data)
+
+
+def test_dropout_in_training_mode_runs_eagerly_with_the_same_masks():
+    def make():
+        backprop.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5), nn.Dropout(0.3), nn.Linear(5, 3))
+        return model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1)
+
+    reference = make()
+    eager = [eager_step(*reference, x, y) for x, y in batches()]
+    model, loss_fn, optimizer = make()
+    step = compile_step(model, loss_fn, optimizer)
+    assert [step(x, y) for x, y in batches()] == eager
+    assert step.path == "eager" and "Dropout" in step.reason
+    model.eval()  # the identity in eval mode: that step is captured
+    step(X[:8], LABELS[:8])
+    assert step.path == "compiled"
+
+
+class Residual(nn.Module):
+    """A user's module: its forward could branch on values, and asks for an intermediate gradient."""
+
+    def __init__(self):
+        self.inner = nn.Linear(6, 6)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.inner(x)
+        h.retain_grad()
+        return self.out(h.relu() + x)
+
+
+def test_a_user_defined_module_with_retain_grad_runs_eagerly():
+    def make():
+        backprop.manual_seed(0)
+        model = Residual()
+        return model, nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=0.01)
+
+    step = assert_trains_as_eager(make, batches(), path="eager")
+    assert "Residual" in step.reason and step.plans == {}
+
+
+def test_a_vjp_holding_an_array_the_plan_does_not_rewrite_is_refused(monkeypatch):
+    """If a primitive's VJP keeps a derived array that no kernel refreshes (here a mask), the
+    plan would replay stale values: the step must stay eager."""
+    relu = ops.relu
+
+    def relu_with_mask(a):
+        mask = a.data > 0
+        return backprop.Tensor._from_op(relu(a).data, "relu", ((a, lambda g: g * mask),))
+
+    monkeypatch.setattr(ops, "relu", relu_with_mask)
+    step = assert_trains_as_eager(build, batches(), path="eager")
+    assert "mask" in step.reason
+
+
+def test_an_input_that_requires_grad_runs_eagerly():
+    model, loss_fn, optimizer = build()
+    x = backprop.Tensor(X[:8], requires_grad=True)
+    step = compile_step(model, loss_fn, optimizer)
+    step(x, LABELS[:8])
+    assert step.path == "eager" and x.grad is not None
+
+
+def test_a_class_index_out_of_range_in_a_later_batch_raises_as_eager():
+    step = compile_step(*build())
+    step(X[:8], LABELS[:8])
+    bad = LABELS[8:16].copy()
+    for value in (3, -1):
+        bad[2] = value
+        with pytest.raises(ValueError, match="class"):
+            step(X[8:16], bad)
+
+
+def test_repeated_fits_reuse_the_plans_unless_a_module_setting_changed():
+    model, loss_fn, optimizer = build("leaky_relu")
+    reference = build("leaky_relu")
+    for slope in (0.1, 0.1, 0.3):
+        for m in (model, reference[0]):
+            m[1].negative_slope = slope
+        backprop.fit(model, loss_fn, optimizer, (X[:16], LABELS[:16]), epochs=1, batch_size=8, shuffle=False,
+                     metrics=(), progress=False)
+        for i in range(0, 16, 8):
+            eager_step(*reference, X[i : i + 8], LABELS[i : i + 8])
+        for p, q in zip(reference[0].parameters(), model.parameters()):
+            np.testing.assert_array_equal(q.data, p.data)
+        if slope == 0.1:
+            plans = optimizer._train_step.plans
+    assert optimizer._train_step.plans is not plans and len(plans) == 1
+
+
+def test_a_kernel_that_does_not_reproduce_the_eager_forward_pass_is_refused(monkeypatch):
+    from backprop import compile as compile_module
+
+    wrong = lambda out, refresh, a: (lambda: np.maximum(a, 0.01, out=out))  # noqa: E731 - not relu
+    monkeypatch.setitem(compile_module.KERNELS, "relu", wrong)
+    step = assert_trains_as_eager(build, batches(), path="eager")
+    assert "do not reproduce" in step.reason
+
+
+def test_an_optimizer_after_a_compiled_fit_pickles_and_trains_on_as_before():
+    import pickle
+
+    model, loss_fn, optimizer = build(rule="Adam")
+    backprop.fit(model, loss_fn, optimizer, (X, LABELS), epochs=1, batch_size=8, shuffle=False, progress=False)
+    copy_model, copy_optimizer = pickle.loads(pickle.dumps((model, optimizer)))
+    for m, o in ((model, optimizer), (copy_model, copy_optimizer)):
+        backprop.fit(m, loss_fn, o, (X, LABELS), epochs=1, batch_size=8, shuffle=False, progress=False)
+    for p, q in zip(model.parameters(), copy_model.parameters()):
+        np.testing.assert_array_equal(q.data, p.data)
