@@ -1,44 +1,54 @@
-"""scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor``, trained by ``backprop.fit``.
+"""scikit-learn's ``MLPClassifier`` and ``MLPRegressor``, trained by backprop's engine.
 
-They take scikit-learn's ``sklearn.neural_network`` parameter names where the two
-overlap, so they drop into ``Pipeline``, ``GridSearchCV`` and ``cross_val_score``:
+Host-side glue (NumPy on purpose). Each estimator is a subclass of scikit-learn's own
+class: the parameters, their validation and error messages, input checking (sparse X,
+multilabel y, sample weights, feature names), the initial weights (Glorot uniform from
+``random_state``), the fitted attributes and ``predict*`` / ``score`` are scikit-learn's.
+What is ours is how the network learns:
 
-- ``hidden_layer_sizes=(100,)``, ``activation`` ("relu", "tanh", "logistic", "identity",
-  and ours: "leaky_relu", "gelu");
-- ``solver``: "adam" (default) or "sgd" as in scikit-learn (SGD with ``momentum`` and
-  ``nesterovs_momentum``), and ours: "adamw", "rmsprop", "adagrad";
-- ``alpha``: the L2 penalty. As in scikit-learn, each step adds ``alpha * W / n_batch``
-  to the gradient of every weight matrix W (not the biases): implemented as the
-  optimizer's ``weight_decay = alpha / batch_size`` on the weights' parameter group.
-  ``loss_curve_`` holds the data loss alone (scikit-learn adds the penalty to it);
-- ``batch_size="auto"`` (min(200, n_samples)), ``learning_rate_init=0.001``,
-  ``max_iter=200`` (epochs), ``shuffle=True``, ``random_state``, ``tol=1e-4``,
-  ``n_iter_no_change=10``, ``early_stopping=False``, ``validation_fraction=0.1``,
-  ``beta_1``, ``beta_2``, ``epsilon`` (Adam), ``verbose`` (a progress bar on a terminal).
+- the stochastic solvers run ``backprop.fit`` with our optimizers ("sgd" is
+  ``optim.SGD``, "adam" ``optim.Adam``; and beyond scikit-learn "adamw", "rmsprop",
+  "adagrad"), visiting batches in scikit-learn's order (its ``shuffle`` of the indices
+  from ``random_state``), with its epoch bookkeeping (``tol``, ``n_iter_no_change``,
+  the ``learning_rate`` schedules, early stopping on the validation score, ``verbose``
+  lines on stdout);
+- ``solver='lbfgs'`` runs ``scipy.optimize.minimize(method='L-BFGS-B')`` on the
+  flattened parameters, with the loss and its gradient from our engine;
+- predictions are the engine's forward pass.
 
-Training stops, as in scikit-learn, when for ``n_iter_no_change + 1`` epochs in a row
-the training loss (or, with ``early_stopping``, the validation accuracy / loss) has not
-improved by at least ``tol``; with ``early_stopping`` the best weights are restored.
-
-The network is ``model_``, a ``backprop.nn.Sequential`` of ``Linear`` layers and
-activations, computed in the dtype of ``X`` (float32 stays float32, anything else is
-float64). Losses: cross-entropy over softmax for 3+ classes; for 2 classes one logit
-with ``BCEWithLogitsLoss`` (scikit-learn's logistic output); ``MSELoss`` (PyTorch's
-mean of squares, without scikit-learn's factor 1/2) for regression.
+The objective is scikit-learn's: for a batch with sample weights s_i (1 by default),
+``sum_i s_i l_i / sum_i s_i + alpha/(2 sum_i s_i) * sum ||W||^2`` over the weight
+matrices W (not the intercepts), where l_i sums the loss over the outputs: softmax
+cross-entropy (multiclass), logistic binary cross-entropy (binary, multilabel),
+``(z - y)^2 / 2`` (squared error; scikit-learn *reports* its mean over the outputs),
+half the Poisson deviance ``e^z - y z + y log y - y`` (z the log-mean), and ours:
+``|z - y|`` (absolute error) and Huber's loss with threshold ``delta``. Hidden layers
+can drop units with ``dropout`` (one rate, or one per hidden layer).
 """
 
 import contextlib
-import numbers
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+import scipy.optimize
+import scipy.sparse
+from sklearn import neural_network
+from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.neural_network._base import ACTIVATIONS as OUTPUT_ACTIVATIONS
+from sklearn.utils import check_random_state, shuffle
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+from sklearn.utils.optimize import _check_optimize_result
+from sklearn.utils.validation import _check_sample_weight, validate_data
+
+import backprop
+from backprop import nn, ops, optim
+from backprop.data import Sampler
+from backprop.functional import binary_cross_entropy_with_logits, cross_entropy, gelu, leaky_relu
+from backprop.training import Callback
 
 ACTIVATIONS = {
     "relu": "ReLU",
@@ -49,28 +59,469 @@ ACTIVATIONS = {
     "leaky_relu": "LeakyReLU",
     "gelu": "GELU",
 }
-SOLVERS = ("adam", "sgd", "adamw", "rmsprop", "adagrad")
+SOLVERS = ("lbfgs", "sgd", "adam", "adamw", "rmsprop", "adagrad")
+_HIDDEN = {
+    "relu": lambda h: h.relu(),
+    "tanh": lambda h: h.tanh(),
+    "logistic": lambda h: h.sigmoid(),
+    "sigmoid": lambda h: h.sigmoid(),
+    "identity": lambda h: h,
+    "leaky_relu": leaky_relu,
+    "gelu": gelu,
+}
+_NON_FINITE = (
+    "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
+)
+_CHUNK = 4096  # rows of a sparse X densified at a time
 
 
-def mlp(sizes, activation="relu", dtype=None):
-    """``Sequential(Linear(sizes[0], sizes[1]), act, ..., Linear(sizes[-2], sizes[-1]))``: the
-    multilayer perceptron used by the estimators and by ``backprop train``, with the
-    activation after every layer but the last (the output stays a logit / value)."""
-    from backprop import nn
-
+def mlp(sizes, activation="relu", dtype=None, dropout=0.0):
+    """``Sequential(Linear(sizes[0], sizes[1]), act, [Dropout], ..., Linear(sizes[-2], sizes[-1]))``:
+    the multilayer perceptron used by the estimators and by ``backprop train``, with the
+    activation (and, for a ``dropout`` rate > 0, a ``Dropout``) after every layer but the
+    last (the output stays a logit / value). ``dropout`` is one rate or one per hidden layer."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    rates = np.broadcast_to(np.asarray(dropout, dtype=float), (max(len(sizes) - 2, 0),))
     layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out, dtype=dtype))
-        if ACTIVATIONS[activation]:
-            layers.append(getattr(nn, ACTIVATIONS[activation])())
-    if ACTIVATIONS[activation]:
-        layers.pop()
+        if i < len(rates):
+            if ACTIVATIONS[activation]:
+                layers.append(getattr(nn, ACTIVATIONS[activation])())
+            if rates[i] > 0:
+                layers.append(nn.Dropout(float(rates[i])))
     return nn.Sequential(*layers)
 
 
-class _BaseMLP(BaseEstimator):
+def _per_example_loss(kind, z, y, delta):
+    """The loss of each example summed over its outputs, a Tensor of shape (n,); ``z`` is
+    the network's output before the output activation (logits, log-means, values)."""
+    if kind == "log_loss":
+        return cross_entropy(z, y, reduction="none")
+    if kind == "binary_log_loss":
+        return binary_cross_entropy_with_logits(z, y, reduction="none").sum(axis=1)
+    if kind == "poisson":
+        from scipy.special import xlogy
+
+        return (z.exp() - z * y).sum(axis=1) + (xlogy(y, y) - y).sum(axis=1)
+    r = z - y
+    if kind == "squared_error":
+        return (r * r).sum(axis=1) * 0.5
+    if kind == "absolute_error":
+        return r.abs().sum(axis=1)
+    c = ops.clip(r, -delta, delta)  # huber: r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
+    return (c * c * 0.5 + (r.abs() - c.abs()) * delta).sum(axis=1)
+
+
+class _Objective:
+    """scikit-learn's objective on a batch whose targets carry the sample weights as a
+    last column: ``sum_i s_i l_i / sum_i s_i`` (the L2 penalty is added by the caller).
+    ``reported`` accumulates the value scikit-learn reports times the batch size."""
+
+    def __init__(self, kind, delta, report_scale, penalty):
+        self.kind, self.delta, self.report_scale, self.penalty = kind, delta, report_scale, penalty
+        self.reported = 0.0
+
+    def data_sum(self, z, target):
+        """``sum_i s_i l_i`` over the rows of ``z`` (a Tensor) and ``target`` (an array)."""
+        y, weights = target[:, :-1], target[:, -1]
+        return (_per_example_loss(self.kind, z, y, self.delta) * weights).sum()
+
+    def __call__(self, z, target):
+        target = target.data
+        weight_sum = float(target[:, -1].sum()) or 1.0  # a batch of zero weights adds nothing
+        loss = self.data_sum(z, target) / weight_sum
+        penalty = self.penalty(weight_sum)
+        self.reported += (loss.item() * self.report_scale + penalty) * len(target)
+        return loss
+
+
+class _SklearnOrder(Sampler):
+    """scikit-learn's batch order: each epoch, its ``shuffle`` of the previous order."""
+
+    def __init__(self, n, random_state):
+        self.order, self.random_state = np.arange(n), random_state
+
+    def indices(self):
+        self.order = shuffle(self.order, random_state=self.random_state)
+        return self.order
+
+    def __len__(self):
+        return len(self.order)
+
+
+class _Epochs(Callback):
+    """scikit-learn's bookkeeping after each epoch (``_fit_stochastic``'s loop body), and
+    for solver='adam' its placement of epsilon (``m / (sqrt(v) + eps)``, with v not
+    bias-corrected) given to ``optim.Adam`` as ``eps / sqrt(1 - beta_2^t)`` at step t."""
+
+    def __init__(self, estimator, n_samples, objective, validation, incremental):
+        self.estimator, self.n_samples, self.objective = estimator, n_samples, objective
+        self.validation, self.incremental = validation, incremental
+
+    def _set_adam_eps(self):
+        est = self.estimator
+        if est.solver == "adam":
+            t = est._steps + 1
+            for group in self.optimizer.param_groups:
+                group["eps"] = est.epsilon / np.sqrt(1 - est.beta_2**t)
+
+    def on_train_begin(self, logs=None):
+        self.objective.reported = 0.0  # forget fit's probe of the first example
+        self._set_adam_eps()
+
+    def on_batch_end(self, batch, logs=None):
+        self.estimator._steps += 1
+        self._set_adam_eps()
+
+    def on_epoch_end(self, epoch, logs=None):
+        est = self.estimator
+        est._sync_coefs()
+        est.n_iter_ += 1
+        est.loss_ = self.objective.reported / self.n_samples
+        self.objective.reported = 0.0
+        est.t_ += self.n_samples
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_), flush=True)
+        est._update_no_improvement_count(self.validation is not None, *(self.validation or (None,) * 3))
+        if est.solver == "sgd" and est.learning_rate == "invscaling":
+            self._set_lr(float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t)
+        if est._no_improvement_count > est.n_iter_no_change:
+            what = "Validation score" if self.validation is not None else "Training loss"
+            msg = "%s did not improve more than tol=%f for %d consecutive epochs." % (
+                what, est.tol, est.n_iter_no_change
+            )
+            if self._trigger_stopping(msg):
+                self.stop_training = True
+                return
+            est._no_improvement_count = 0
+        if not self.incremental and est.n_iter_ == est.max_iter:
+            warnings.warn(
+                "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
+                "hasn't converged yet." % est.max_iter,
+                ConvergenceWarning,
+            )
+
+    def _set_lr(self, lr):
+        """A new step size for sgd. scikit-learn's velocity is -lr times torch's momentum
+        buffer with the step sizes of past steps inside it: rescaling the buffer by
+        old/new lr keeps it so."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                buffer = self.optimizer.state[p].get("momentum_buffer")
+                if buffer is not None:
+                    buffer *= group["lr"] / lr
+            group["lr"] = lr
+
+    def _trigger_stopping(self, msg):
+        """Stop, or with learning_rate='adaptive' under sgd divide the step by 5 (as scikit-learn)."""
+        est, groups = self.estimator, self.optimizer.param_groups
+        if not (est.solver == "sgd" and est.learning_rate == "adaptive"):
+            ending = " Stopping."
+        elif groups[0]["lr"] <= 1e-6:
+            ending = " Learning rate too small. Stopping."
+        else:
+            self._set_lr(groups[0]["lr"] / 5.0)
+            if est.verbose:
+                print(msg + " Setting learning rate to %f" % groups[0]["lr"], flush=True)
+            return False
+        if est.verbose:
+            print(msg + ending, flush=True)
+        return True
+
+
+class _BackpropMLP:
+    """What the two estimators share: scikit-learn's ``_fit`` with backprop's solvers."""
+
+    _extra_constraints = {
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "solver": [StrOptions(set(SOLVERS))],
+        "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
+    }
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        sizes = self.hidden_layer_sizes
+        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if np.any(np.array(sizes) <= 0):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+        rates = np.asarray(self.dropout, dtype=float)
+        if rates.ndim > 1 or (rates.ndim == 1 and len(rates) != len(sizes)) or not ((rates >= 0) & (rates < 1)).all():
+            raise ValueError(
+                f"dropout must be a rate in [0, 1) or one per hidden layer ({len(sizes)}); got {self.dropout!r}"
+            )
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        weights = np.ones(X.shape[0], X.dtype) if sample_weight is None else _check_sample_weight(sample_weight, X)
+        y = y.reshape(-1, 1) if y.ndim == 1 else y
+        self.n_outputs_ = y.shape[1]
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(y, [X.shape[1], *sizes, self.n_outputs_], X.dtype)
+            if self.solver not in ("lbfgs", "sgd", "adam"):  # scikit-learn sets these for its own solvers only
+                self.loss_curve_, self._no_improvement_count = [], 0
+                self.best_loss_, self.validation_scores_, self.best_validation_score_ = (
+                    (None, [], -np.inf) if self.early_stopping else (np.inf, None, None)
+                )
+        if first_pass or not incremental or not hasattr(self, "_network"):
+            with _saved_rng():
+                self._network = mlp([X.shape[1], *sizes, self.n_outputs_], self.activation, X.dtype, rates)
+        self._load_coefs()
+        seed = int(self._random_state.randint(2**31)) if rates.any() else None
+        with _saved_rng(seed):
+            if self.solver == "lbfgs":
+                self._fit_lbfgs(X, y, weights)
+            else:
+                self._fit_stochastic(X, y, weights, sample_weight is not None, incremental)
+        if not all(np.isfinite(w).all() for w in [*self.coefs_, *self.intercepts_]):
+            raise ValueError(_NON_FINITE)
+        return self
+
+    def _check_solver(self):
+        if self.solver == "lbfgs":
+            raise AttributeError("partial_fit is only available for stochastic optimizers. lbfgs is not stochastic.")
+        return True
+
+    # -- the network and scikit-learn's coefs_ / intercepts_ ------------------------------
+    def _linears(self):
+        return [layer for layer in self._network if isinstance(layer, nn.Linear)]
+
+    def _load_coefs(self):
+        """Point the network's parameters at ``coefs_`` (transposed: Linear's weight is (out, in))."""
+        for layer, coef, intercept in zip(self._linears(), self.coefs_, self.intercepts_):
+            layer.weight.data, layer.bias.data = coef.T, intercept
+
+    def _sync_coefs(self):
+        self.coefs_ = [layer.weight.data.T for layer in self._linears()]
+        self.intercepts_ = [layer.bias.data for layer in self._linears()]
+
+    def _objective(self):
+        kind = getattr(self, "loss", "log_loss")
+        if kind == "log_loss" and self.out_activation_ == "logistic":
+            kind = "binary_log_loss"
+        report_scale = 1 / self.n_outputs_ if kind == "squared_error" else 1.0
+        return _Objective(kind, getattr(self, "delta", None), report_scale, self._penalty_value)
+
+    def _penalty_value(self, weight_sum):
+        return 0.5 * self.alpha * sum(float(np.dot(c.ravel(), c.ravel())) for c in self.coefs_) / weight_sum
+
+    @property
+    def model_(self):
+        """The fitted network as a ``backprop.nn.Sequential`` whose output is the last layer
+        before ``out_activation_``; its weights are views of ``coefs_`` and ``intercepts_``."""
+        if not hasattr(self, "coefs_"):
+            raise AttributeError(f"This {type(self).__name__} instance is not fitted yet")
+        sizes = [self.coefs_[0].shape[0], *(c.shape[1] for c in self.coefs_)]
+        with _saved_rng():
+            network = mlp(sizes, self.activation, self.coefs_[0].dtype)
+        for layer, coef, intercept in zip(
+            [m for m in network if isinstance(m, nn.Linear)], self.coefs_, self.intercepts_
+        ):
+            layer.weight.data, layer.bias.data = coef.T, intercept
+        return network.eval()
+
+    def _forward_pass_fast(self, X, check_input=True):
+        """The network's output after ``out_activation_``, computed by the engine."""
+        if check_input:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        hidden = _HIDDEN[self.activation]
+        blocks = []
+        with backprop.no_grad():
+            for rows in _dense_chunks(X, self.coefs_[0].dtype):
+                h = backprop.Tensor(rows)
+                for i, (coef, intercept) in enumerate(zip(self.coefs_, self.intercepts_)):
+                    h = h @ coef + intercept
+                    if i < len(self.coefs_) - 1:
+                        h = hidden(h)
+                blocks.append(h.data)
+        output = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        output = np.array(output, dtype=self.coefs_[0].dtype)
+        OUTPUT_ACTIVATIONS[self.out_activation_](output)
+        return output
+
+    # -- the solvers --------------------------------------------------------------------
+    def _fit_lbfgs(self, X, y, weights):
+        """L-BFGS-B on the parameters flattened in scikit-learn's order (every coefs_ raveled,
+        then every intercepts_), the loss and gradient from the engine over the whole set."""
+        objective = self._objective()
+        parameters = [layer.weight for layer in self._linears()] + [layer.bias for layer in self._linears()]
+        shapes = [p.data.T.shape if p.data.ndim == 2 else p.data.shape for p in parameters]
+        bounds = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+        target = np.column_stack([y, weights]).astype(X.dtype, copy=False)
+        weight_sum = float(weights.sum())
+        penalty_scale = 0.5 * self.alpha / weight_sum
+        n_weights = len(self.coefs_)
+
+        def loss_and_gradient(flat):
+            flat = flat.astype(X.dtype, copy=False)
+            for p, shape, start, end in zip(parameters, shapes, bounds[:-1], bounds[1:]):
+                p.data = flat[start:end].reshape(shape).T if len(shape) == 2 else flat[start:end]
+                p.grad = None
+            self._sync_coefs()
+            value = 0.0
+            for start in range(0, X.shape[0], _CHUNK if scipy.sparse.issparse(X) else X.shape[0]):
+                rows = slice(start, start + _CHUNK) if scipy.sparse.issparse(X) else slice(None)
+                z = self._network(backprop.Tensor(_dense(X[rows], X.dtype)))
+                loss = objective.data_sum(z, target[rows]) / weight_sum
+                loss.backward()
+                value += loss.item()
+            penalty = sum((p * p).sum() for p in parameters[:n_weights]) * penalty_scale
+            penalty.backward()
+            value = value * objective.report_scale + penalty.item()
+            grad = np.concatenate([(p.grad.T if p.grad.ndim == 2 else p.grad).ravel() for p in parameters])
+            return value, grad.astype(np.float64)
+
+        iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
+        result = scipy.optimize.minimize(
+            loss_and_gradient,
+            np.concatenate([c.ravel() for c in self.coefs_ + self.intercepts_]),
+            method="L-BFGS-B",
+            jac=True,
+            options={
+                "maxfun": self.max_fun,
+                "maxiter": self.max_iter,
+                "gtol": self.tol,
+                **_get_additional_lbfgs_options_dict("iprint", iprint),
+            },
+        )
+        self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
+        self.loss_ = result.fun
+        loss_and_gradient(result.x)
+
+    def _make_optimizer(self, batch_size):
+        """Our optimizer for ``solver``; the L2 penalty's gradient alpha W / n_batch is its
+        weight decay on the weight matrices (set again whenever a batch's weight sum differs)."""
+        weights = [layer.weight for layer in self._linears()]
+        biases = [layer.bias for layer in self._linears()]
+        groups = [{"params": weights, "weight_decay": self.alpha / batch_size}, {"params": biases, "weight_decay": 0.0}]
+        lr = self.learning_rate_init
+        if self.solver == "sgd":
+            return optim.SGD(groups, lr=lr, momentum=self.momentum, nesterov=self.nesterovs_momentum and self.momentum > 0)
+        if self.solver in ("adam", "adamw"):
+            rule = optim.Adam if self.solver == "adam" else optim.AdamW
+            return rule(groups, lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
+        return {"rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[self.solver](groups, lr=lr, eps=self.epsilon)
+
+    def _fit_stochastic(self, X, y, weights, weighted, incremental):
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        validation = None
+        if self.early_stopping:
+            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+            arrays = (X, y, weights) if weighted else (X, y)
+            split = train_test_split(
+                *arrays, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify
+            )
+            X, X_val, y, y_val = split[:4]
+            weights = split[4] if weighted else np.ones(X.shape[0], X.dtype)
+            if X_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+            validation = (X_val, y_val, split[5] if weighted else None)
+        n_samples = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped"
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        self.n_iter_ = 0  # scikit-learn counts the epochs of this call
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer, self._steps = self._make_optimizer(batch_size), 0
+        objective = self._objective()
+        decay = self.alpha / batch_size
+
+        def loss_fn(z, target):
+            weight_sum = float(target.data[:, -1].sum()) or 1.0
+            nonlocal decay
+            if self.alpha / weight_sum != decay:
+                decay = self.alpha / weight_sum
+                self._optimizer.param_groups[0]["weight_decay"] = decay
+            return objective(z, target)
+
+        self._optimizer.param_groups[0]["weight_decay"] = decay
+        target = np.column_stack([y, weights]).astype(X.dtype, copy=False)
+        data = _SparseRows(X, target) if scipy.sparse.issparse(X) else (X, target)
+        epochs = _Epochs(self, n_samples, objective, validation, incremental)
+        try:
+            backprop.fit(
+                self._network,
+                loss_fn,
+                self._optimizer,
+                data,
+                1 if incremental else self.max_iter,
+                batch_size=batch_size,
+                sampler=_SklearnOrder(n_samples, self._random_state) if self.shuffle else None,
+                shuffle=False,
+                metrics=(),
+                callbacks=[epochs],
+                progress=bool(self.verbose),
+            )
+        except FloatingPointError:  # the loss diverged: scikit-learn reports it at the end of fit
+            raise ValueError(_NON_FINITE) from None
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        self._sync_coefs()
+        if self.early_stopping:
+            self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
+
+
+class _SparseRows(backprop.data.Dataset):
+    """The rows of a sparse X with their targets, each densified when a batch asks for it."""
+
+    def __init__(self, X, target):
+        self.X, self.target = X.tocsr(), target
+
+    def __getitem__(self, index):
+        return _dense(self.X[index : index + 1], self.target.dtype)[0], self.target[index]
+
+    def __len__(self):
+        return self.X.shape[0]
+
+
+def _dense(X, dtype):
+    return X.toarray().astype(dtype, copy=False) if scipy.sparse.issparse(X) else X
+
+
+def _dense_chunks(X, dtype):
+    if not scipy.sparse.issparse(X):
+        yield X.astype(dtype, copy=False)
+        return
+    for start in range(0, X.shape[0], _CHUNK):
+        yield _dense(X[start : start + _CHUNK], dtype)
+
+
+@contextlib.contextmanager
+def _saved_rng(seed=None):
+    """Run with backprop's generator seeded by ``seed`` (if given), then put its state
+    back: building and fitting a model leaves the user's random stream alone."""
+    state = backprop.get_rng_state()
+    if seed is not None:
+        backprop.manual_seed(seed)
+    try:
+        yield
+    finally:
+        backprop.set_rng_state(state)
+
+
+class MLPClassifier(_BackpropMLP, neural_network.MLPClassifier):
+    """scikit-learn's ``MLPClassifier``, trained by backprop (see the module docstring).
+
+    Every parameter, attribute and method of scikit-learn's class, plus ``dropout`` (a
+    rate in [0, 1) for every hidden layer, or one per hidden layer), the solvers
+    "adamw", "rmsprop", "adagrad", the activations "leaky_relu" and "gelu", and
+    ``model_`` (the network as a ``backprop.nn.Sequential``, outputting logits).
+    """
+
+    _parameter_constraints = {**neural_network.MLPClassifier._parameter_constraints, **_BackpropMLP._extra_constraints}
+
     def __init__(
         self,
         hidden_layer_sizes=(100,),
@@ -79,12 +530,15 @@ class _BaseMLP(BaseEstimator):
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=0.001,
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
         tol=1e-4,
         verbose=False,
+        warm_start=False,
         momentum=0.9,
         nesterovs_momentum=True,
         early_stopping=False,
@@ -93,268 +547,76 @@ class _BaseMLP(BaseEstimator):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        max_fun=15000,
+        dropout=0.0,
     ):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-
-    # Subclasses define _check_data(X, y, reset), _set_targets(y, classes) (which sets
-    # _n_outputs), _encode(y) (targets as the loss takes them) and _loss_fn.
-
-    def _validate_params(self):
-        sizes = self.hidden_layer_sizes
-        sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
-        if not all(isinstance(s, numbers.Integral) and s > 0 for s in sizes):
-            raise ValueError(f"hidden_layer_sizes must be positive integers; got {self.hidden_layer_sizes!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {self.solver!r}")
-        for name in ("learning_rate_init", "epsilon"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        for name in ("alpha", "tol", "momentum"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)!r}")
-        for name in ("max_iter", "n_iter_no_change"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if self.batch_size != "auto" and not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be 'auto' or a positive integer; got {self.batch_size!r}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}")
-        return sizes
-
-    def _batch_size(self, n):
-        return min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
-
-    def _initialize(self, X):
-        """A new network (in X's dtype: float32 stays float32, else float64) and optimizer."""
-        from backprop import optim
-
-        sizes = self._validate_params()
-        dtype = np.float32 if X.dtype == np.float32 else np.float64
-        self.model_ = mlp((X.shape[1], *sizes, self._n_outputs), self.activation, dtype=dtype)
-        n = len(X)
-        weights = [p for name, p in self.model_.named_parameters() if name.endswith("weight")]
-        biases = [p for name, p in self.model_.named_parameters() if not name.endswith("weight")]
-        groups = [{"params": weights, "weight_decay": self.alpha / self._batch_size(n)}, {"params": biases, "weight_decay": 0.0}]
-        lr = self.learning_rate_init
-        if self.solver == "sgd":
-            self._optimizer = optim.SGD(groups, lr=lr, momentum=self.momentum, nesterov=self.nesterovs_momentum and self.momentum > 0)
-        elif self.solver in ("adam", "adamw"):
-            rule = optim.Adam if self.solver == "adam" else optim.AdamW
-            self._optimizer = rule(groups, lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
-        else:
-            self._optimizer = {"rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}[self.solver](groups, lr=lr, eps=self.epsilon)
-        self.loss_curve_ = []
-        self.validation_scores_ = [] if self.early_stopping else None
-        self.n_iter_ = 0
-
-    def _train(self, X, target, epochs, early_stopping):
-        """``backprop.fit`` for ``epochs`` epochs on (X, target), as the estimator's parameters say."""
-        import backprop
-        from backprop.training import EarlyStopping
-
-        val = None
-        callbacks = []
-        if early_stopping:
-            stratify = target.reshape(len(target)) if self._stratify else None
-            X, X_val, target, target_val = train_test_split(
-                X, target, test_size=self.validation_fraction, random_state=self._rng.randint(2**31), stratify=stratify
-            )
-            val = (X_val, target_val)
-        if epochs > 1:
-            monitor = ("val_accuracy" if self._stratify else "val_loss") if early_stopping else "loss"
-            callbacks.append(
-                EarlyStopping(monitor=monitor, patience=self.n_iter_no_change + 1, min_delta=self.tol, restore_best=early_stopping)
-            )
-        history = backprop.fit(
-            self.model_,
-            self._loss_fn,
-            self._optimizer,
-            (X, target),
-            epochs,
-            val=val,
-            batch_size=self._batch_size(len(X)),
-            shuffle=self.shuffle,
-            metrics=("accuracy",) if early_stopping and self._stratify else (),
-            callbacks=callbacks,
-            progress=self.verbose,
-        )
-        self.loss_curve_ += history.history["loss"]
-        self.n_iter_ += len(history.epoch)
-        if early_stopping:
-            key = "val_accuracy" if self._stratify else "val_loss"
-            self.validation_scores_ += history.history[key]
-        if epochs > 1 and history.stopped_epoch is None:
-            warnings.warn(
-                f"{type(self).__name__}: max_iter ({self.max_iter}) reached and the optimization "
-                "has not converged yet",
-                ConvergenceWarning,
-            )
-        return self
-
-    def fit(self, X, y):
-        """Train a new network for up to ``max_iter`` epochs (stopping early as described above)."""
-        X, y = self._check_data(X, y, reset=True)
-        self._set_targets(y)
-        self._rng = check_random_state(self.random_state)
-        with self._seeded():
-            self._initialize(X)
-            return self._train(X, self._encode(y), self.max_iter, self.early_stopping)
-
-    def _partial_fit(self, X, y, classes=None):
-        first = not hasattr(self, "model_")
-        X, y = self._check_data(X, y, reset=first)
-        if first:
-            self._set_targets(y, classes)
-            self._rng = check_random_state(self.random_state)
-        with self._seeded():
-            if first:
-                self._initialize(X)
-            return self._train(X, self._encode(y), 1, early_stopping=False)
-
-    @contextlib.contextmanager
-    def _seeded(self):
-        """Seed backprop's generator (initialization, shuffling) from ``random_state``, and
-        put the generator's state back afterwards: fitting leaves the user's stream alone."""
-        import backprop
-
-        state = backprop.get_rng_state()
-        backprop.manual_seed(int(self._rng.randint(2**31)))
-        try:
-            yield
-        finally:
-            backprop.set_rng_state(state)
-
-    def _outputs(self, X):
-        from backprop import Tensor, no_grad
-
-        check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        with no_grad():
-            return self.model_(Tensor(X.astype(self.model_[0].weight.dtype, copy=False))).data
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
+            batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
+            verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
+            beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+        )  # fmt: skip
+        self.dropout = dropout
 
 
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """A multilayer perceptron classifier (scikit-learn's interface, backprop's training).
+class MLPRegressor(_BackpropMLP, neural_network.MLPRegressor):
+    """scikit-learn's ``MLPRegressor``, trained by backprop (see the module docstring).
 
-    Attributes after ``fit``: ``classes_``, ``n_features_in_``, ``loss_curve_`` (training
-    loss per epoch), ``n_iter_``, ``model_`` (the network; its output is the logits),
-    ``validation_scores_`` (validation accuracy per epoch, with ``early_stopping``).
+    Beyond scikit-learn: ``loss='absolute_error'`` and ``loss='huber'`` (quadratic within
+    ``delta`` of the target, linear beyond), ``dropout``, the solvers "adamw", "rmsprop",
+    "adagrad", the activations "leaky_relu" and "gelu", and ``model_``.
     """
 
-    _stratify = True
+    _parameter_constraints = {
+        **neural_network.MLPRegressor._parameter_constraints,
+        **_BackpropMLP._extra_constraints,
+        "loss": [StrOptions({"squared_error", "poisson", "absolute_error", "huber"})],
+        "delta": [Interval(Real, 0, None, closed="neither")],
+    }
 
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y), continuing from the current weights and optimizer state.
-        ``classes`` (every class y may ever hold) is required on the first call."""
-        if not hasattr(self, "model_") and classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit")
-        if hasattr(self, "model_") and classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"classes={list(classes)} differs from the first partial_fit's {list(self.classes_)}")
-        return self._partial_fit(X, y, classes)
-
-    def _check_data(self, X, y, reset):
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=reset)
-        check_classification_targets(y)
-        return X, y
-
-    def _set_targets(self, y, classes=None):
-        self._encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
-        self.classes_ = self._encoder.classes_
-        if len(self.classes_) < 2:
-            raise ValueError(f"MLPClassifier needs at least 2 classes in y; got 1 class ({self.classes_[0]!r})")
-        self._n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
-
-    @property
-    def _loss_fn(self):
-        from backprop import nn
-
-        return nn.BCEWithLogitsLoss() if len(self.classes_) == 2 else nn.CrossEntropyLoss()
-
-    def _encode(self, y):
-        indices = self._encoder.transform(y)
-        return indices.astype(np.float64).reshape(-1, 1) if len(self.classes_) == 2 else indices
-
-    def predict_proba(self, X):
-        """Class probabilities, columns in the order of ``classes_``: softmax of the logits
-        (or [1 - sigmoid(z), sigmoid(z)] for two classes)."""
-        from scipy.special import expit, softmax
-
-        z = self._outputs(X).astype(np.float64)
-        if len(self.classes_) == 2:
-            p = expit(z[:, 0])
-            return np.stack([1 - p, p], axis=1)
-        return softmax(z, axis=1)
-
-    def predict_log_proba(self, X):
-        return np.log(self.predict_proba(X))
-
-    def predict(self, X):
-        probabilities = self.predict_proba(X)
-        return self.classes_[np.argmax(probabilities, axis=1)]
-
-
-class MLPRegressor(RegressorMixin, _BaseMLP):
-    """A multilayer perceptron regressor (scikit-learn's interface, backprop's training).
-
-    ``y`` may have several columns (one output each). Attributes after ``fit``:
-    ``n_features_in_``, ``loss_curve_`` (training MSE per epoch), ``n_iter_``, ``model_``,
-    ``validation_scores_`` (validation MSE per epoch, with ``early_stopping``).
-    """
-
-    _stratify = False
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
-
-    def partial_fit(self, X, y):
-        """One epoch over (X, y), continuing from the current weights and optimizer state."""
-        return self._partial_fit(X, y)
-
-    def _check_data(self, X, y, reset):
-        return validate_data(self, X, y, dtype=(np.float64, np.float32), reset=reset, multi_output=True, y_numeric=True)
-
-    def _set_targets(self, y, classes=None):
-        self._single_output = y.ndim == 1
-        self._n_outputs = 1 if y.ndim == 1 else y.shape[1]
-
-    @property
-    def _loss_fn(self):
-        from backprop import nn
-
-        return nn.MSELoss()
-
-    def _encode(self, y):
-        target = y.reshape(len(y), -1)
-        if target.shape[1] != self._n_outputs:
-            raise ValueError(f"y has {target.shape[1]} columns; the model was fitted with {self._n_outputs}")
-        return target
-
-    def predict(self, X):
-        output = self._outputs(X)
-        return output[:, 0] if self._single_output else output
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        dropout=0.0,
+        delta=1.0,
+    ):
+        super().__init__(
+            loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter, shuffle=shuffle,
+            random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+        )  # fmt: skip
+        self.dropout = dropout
+        self.delta = delta
 
 
 __all__ = ["MLPClassifier", "MLPRegressor", "mlp", "ACTIVATIONS", "SOLVERS"]
