@@ -94,24 +94,30 @@ def mlp(sizes, activation="relu", dtype=None, dropout=0.0):
     return nn.Sequential(*layers)
 
 
-def _per_example_loss(kind, z, y, delta):
-    """The loss of each example summed over its outputs, a Tensor of shape (n,); ``z`` is
-    the network's output before the output activation (logits, log-means, values)."""
+def _loss_sum(kind, z, y, weights, delta):
+    """``sum_i s_i l_i``: the loss of each example summed over its outputs, weighted by
+    ``weights`` (None: all 1) and summed; ``z`` is the network's output before the output
+    activation (logits, log-means, values)."""
+    if kind == "log_loss" and weights is None:
+        return cross_entropy(z, y, reduction="sum")
     if kind == "log_loss":
-        return cross_entropy(z, y, reduction="none")
-    if kind == "binary_log_loss":
-        return binary_cross_entropy_with_logits(z, y, reduction="none").sum(axis=1)
-    if kind == "poisson":
+        per_example = cross_entropy(z, y, reduction="none")
+    elif kind == "binary_log_loss":
+        per_example = binary_cross_entropy_with_logits(z, y, reduction="none").sum(axis=1)
+    elif kind == "poisson":
         from scipy.special import xlogy
 
-        return (z.exp() - z * y).sum(axis=1) + (xlogy(y, y) - y).sum(axis=1)
-    r = z - y
-    if kind == "squared_error":
-        return (r * r).sum(axis=1) * 0.5
-    if kind == "absolute_error":
-        return r.abs().sum(axis=1)
-    c = ops.clip(r, -delta, delta)  # huber: r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
-    return (c * c * 0.5 + (r.abs() - c.abs()) * delta).sum(axis=1)
+        per_example = (z.exp() - z * y).sum(axis=1) + (xlogy(y, y) - y).sum(axis=1)
+    else:
+        r = z - y
+        if kind == "squared_error":
+            per_example = (r * r).sum(axis=1) * 0.5
+        elif kind == "absolute_error":
+            per_example = r.abs().sum(axis=1)
+        else:  # huber: r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
+            c = ops.clip(r, -delta, delta)
+            per_example = (c * c * 0.5 + (r.abs() - c.abs()) * delta).sum(axis=1)
+    return per_example.sum() if weights is None else (per_example * weights).sum()
 
 
 class _Objective:
@@ -119,14 +125,14 @@ class _Objective:
     last column: ``sum_i s_i l_i / sum_i s_i`` (the L2 penalty is added by the caller).
     ``reported`` accumulates the value scikit-learn reports times the batch size."""
 
-    def __init__(self, kind, delta, report_scale, penalty):
+    def __init__(self, kind, delta, report_scale, penalty, weighted):
         self.kind, self.delta, self.report_scale, self.penalty = kind, delta, report_scale, penalty
+        self.weighted = weighted
         self.reported = 0.0
 
     def data_sum(self, z, target):
         """``sum_i s_i l_i`` over the rows of ``z`` (a Tensor) and ``target`` (an array)."""
-        y, weights = target[:, :-1], target[:, -1]
-        return (_per_example_loss(self.kind, z, y, self.delta) * weights).sum()
+        return _loss_sum(self.kind, z, target[:, :-1], target[:, -1] if self.weighted else None, self.delta)
 
     def __call__(self, z, target):
         target = target.data
@@ -271,7 +277,7 @@ class _BackpropMLP:
         seed = int(self._random_state.randint(2**31)) if rates.any() else None
         with _saved_rng(seed):
             if self.solver == "lbfgs":
-                self._fit_lbfgs(X, y, weights)
+                self._fit_lbfgs(X, y, weights, sample_weight is not None)
             else:
                 self._fit_stochastic(X, y, weights, sample_weight is not None, incremental)
         if not all(np.isfinite(w).all() for w in [*self.coefs_, *self.intercepts_]):
@@ -296,15 +302,17 @@ class _BackpropMLP:
         self.coefs_ = [layer.weight.data.T for layer in self._linears()]
         self.intercepts_ = [layer.bias.data for layer in self._linears()]
 
-    def _objective(self):
+    def _objective(self, weighted):
         kind = getattr(self, "loss", "log_loss")
         if kind == "log_loss" and self.out_activation_ == "logistic":
             kind = "binary_log_loss"
         report_scale = 1 / self.n_outputs_ if kind == "squared_error" else 1.0
-        return _Objective(kind, getattr(self, "delta", None), report_scale, self._penalty_value)
+        return _Objective(kind, getattr(self, "delta", None), report_scale, self._penalty_value, weighted)
 
     def _penalty_value(self, weight_sum):
-        return 0.5 * self.alpha * sum(float(np.dot(c.ravel(), c.ravel())) for c in self.coefs_) / weight_sum
+        """alpha/(2 sum s_i) * sum ||W||^2, summed as scikit-learn does (over coefs_ raveled)."""
+        coefs = [layer.weight.data.T for layer in self._linears()]
+        return 0.5 * self.alpha * sum(float(np.dot(c.ravel(), c.ravel())) for c in coefs) / weight_sum
 
     @property
     def model_(self):
@@ -341,10 +349,10 @@ class _BackpropMLP:
         return output
 
     # -- the solvers --------------------------------------------------------------------
-    def _fit_lbfgs(self, X, y, weights):
+    def _fit_lbfgs(self, X, y, weights, weighted):
         """L-BFGS-B on the parameters flattened in scikit-learn's order (every coefs_ raveled,
         then every intercepts_), the loss and gradient from the engine over the whole set."""
-        objective = self._objective()
+        objective = self._objective(weighted)
         parameters = [layer.weight for layer in self._linears()] + [layer.bias for layer in self._linears()]
         shapes = [p.data.T.shape if p.data.ndim == 2 else p.data.shape for p in parameters]
         bounds = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
@@ -353,12 +361,14 @@ class _BackpropMLP:
         penalty_scale = 0.5 * self.alpha / weight_sum
         n_weights = len(self.coefs_)
 
-        def loss_and_gradient(flat):
+        def unpack(flat):
             flat = flat.astype(X.dtype, copy=False)
             for p, shape, start, end in zip(parameters, shapes, bounds[:-1], bounds[1:]):
                 p.data = flat[start:end].reshape(shape).T if len(shape) == 2 else flat[start:end]
                 p.grad = None
-            self._sync_coefs()
+
+        def loss_and_gradient(flat):
+            unpack(flat)
             value = 0.0
             for start in range(0, X.shape[0], _CHUNK if scipy.sparse.issparse(X) else X.shape[0]):
                 rows = slice(start, start + _CHUNK) if scipy.sparse.issparse(X) else slice(None)
@@ -387,7 +397,8 @@ class _BackpropMLP:
         )
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
         self.loss_ = result.fun
-        loss_and_gradient(result.x)
+        unpack(result.x)
+        self._sync_coefs()
 
     def _make_optimizer(self, batch_size):
         """Our optimizer for ``solver``; the L2 penalty's gradient alpha W / n_batch is its
@@ -435,7 +446,7 @@ class _BackpropMLP:
         self.n_iter_ = 0  # scikit-learn counts the epochs of this call
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer, self._steps = self._make_optimizer(batch_size), 0
-        objective = self._objective()
+        objective = self._objective(weighted)
         decay = self.alpha / batch_size
 
         def loss_fn(z, target):
