@@ -28,7 +28,7 @@ can drop units with ``dropout`` (one rate, or one per hidden layer).
 
 import contextlib
 import warnings
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import scipy.optimize
@@ -291,12 +291,10 @@ class _BackpropMLP:
 
     # -- the network and scikit-learn's coefs_ / intercepts_ ------------------------------
     def _linears(self):
-        return [layer for layer in self._network if isinstance(layer, nn.Linear)]
+        return _linears(self._network)
 
     def _load_coefs(self):
-        """Point the network's parameters at ``coefs_`` (transposed: Linear's weight is (out, in))."""
-        for layer, coef, intercept in zip(self._linears(), self.coefs_, self.intercepts_):
-            layer.weight.data, layer.bias.data = coef.T, intercept
+        _point_at(self._network, self.coefs_, self.intercepts_)
 
     def _sync_coefs(self):
         self.coefs_ = [layer.weight.data.T for layer in self._linears()]
@@ -323,10 +321,7 @@ class _BackpropMLP:
         sizes = [self.coefs_[0].shape[0], *(c.shape[1] for c in self.coefs_)]
         with _saved_rng():
             network = mlp(sizes, self.activation, self.coefs_[0].dtype)
-        for layer, coef, intercept in zip(
-            [m for m in network if isinstance(m, nn.Linear)], self.coefs_, self.intercepts_
-        ):
-            layer.weight.data, layer.bias.data = coef.T, intercept
+        _point_at(network, self.coefs_, self.intercepts_)
         return network.eval()
 
     def _forward_pass_fast(self, X, check_input=True):
@@ -336,15 +331,14 @@ class _BackpropMLP:
         hidden = _HIDDEN[self.activation]
         blocks = []
         with backprop.no_grad():
-            for rows in _dense_chunks(X, self.coefs_[0].dtype):
-                h = backprop.Tensor(rows)
+            for rows in _row_blocks(X):
+                h = backprop.Tensor(_dense(X[rows], self.coefs_[0].dtype))
                 for i, (coef, intercept) in enumerate(zip(self.coefs_, self.intercepts_)):
                     h = h @ coef + intercept
                     if i < len(self.coefs_) - 1:
                         h = hidden(h)
                 blocks.append(h.data)
         output = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-        output = np.array(output, dtype=self.coefs_[0].dtype)
         OUTPUT_ACTIVATIONS[self.out_activation_](output)
         return output
 
@@ -370,8 +364,7 @@ class _BackpropMLP:
         def loss_and_gradient(flat):
             unpack(flat)
             value = 0.0
-            for start in range(0, X.shape[0], _CHUNK if scipy.sparse.issparse(X) else X.shape[0]):
-                rows = slice(start, start + _CHUNK) if scipy.sparse.issparse(X) else slice(None)
+            for rows in _row_blocks(X):
                 z = self._network(backprop.Tensor(_dense(X[rows], X.dtype)))
                 loss = objective.data_sum(z, target[rows]) / weight_sum
                 loss.backward()
@@ -501,12 +494,22 @@ def _dense(X, dtype):
     return X.toarray().astype(dtype, copy=False) if scipy.sparse.issparse(X) else X
 
 
-def _dense_chunks(X, dtype):
+def _row_blocks(X):
+    """Slices of the rows of X to compute at once: all of them, or 4,096 of a sparse X."""
     if not scipy.sparse.issparse(X):
-        yield X.astype(dtype, copy=False)
-        return
-    for start in range(0, X.shape[0], _CHUNK):
-        yield _dense(X[start : start + _CHUNK], dtype)
+        return [slice(None)]
+    return [slice(start, start + _CHUNK) for start in range(0, X.shape[0], _CHUNK)]
+
+
+def _linears(network):
+    return [layer for layer in network if isinstance(layer, nn.Linear)]
+
+
+def _point_at(network, coefs, intercepts):
+    """Make the network's parameters views of ``coefs`` (transposed: Linear's weight is
+    (out, in), a coefficient matrix (in, out)) and ``intercepts``."""
+    for layer, coef, intercept in zip(_linears(network), coefs, intercepts):
+        layer.weight.data, layer.bias.data = coef.T, intercept
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn import neural_network
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from backprop import sklearn as ours
 
@@ -33,7 +33,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.sklearn_fit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="paired fits per solver (default 5)")
     parser.add_argument("--solvers", nargs="+", default=["adam", "lbfgs"])
+    parser.add_argument(
+        "--blas-threads", type=int, default=None, help="limit BLAS to this many threads for both (default: as set up)"
+    )
     args = parser.parse_args(argv)
+    with threadpool_limits(args.blas_threads):
+        run(args)
+
+
+def run(args):
     X, y = load_digits(return_X_y=True)
     pools = ", ".join(f"{p['internal_api']} ({p['num_threads']} threads)" for p in threadpool_info())
     print(f"digits {X.shape}, python {platform.python_version()}, numpy {np.__version__}; BLAS: {pools}")

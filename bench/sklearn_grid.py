@@ -20,16 +20,16 @@ from backprop.sklearn import MLPClassifier
 def main():
     warnings.simplefilter("ignore", ConvergenceWarning)
     X, y = load_digits(return_X_y=True)
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
     alphas = [1e-4, 1e-2, 1.0]
     ours = GridSearchCV(
-        make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(256,), max_iter=100, random_state=0)),
+        make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), max_iter=60, random_state=0)),
         {"mlpclassifier__dropout": [0.0, 0.2, 0.5], "mlpclassifier__alpha": alphas},
         cv=folds,
     ).fit(X, y)
     theirs = GridSearchCV(
         make_pipeline(
-            StandardScaler(), neural_network.MLPClassifier(hidden_layer_sizes=(256,), max_iter=100, random_state=0)
+            StandardScaler(), neural_network.MLPClassifier(hidden_layer_sizes=(64,), max_iter=60, random_state=0)
         ),
         {"mlpclassifier__alpha": alphas},
         cv=folds,

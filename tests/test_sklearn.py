@@ -81,6 +81,7 @@ SOLVER_CASES = {
     "sgd, plain momentum": dict(solver="sgd", max_iter=15, nesterovs_momentum=False, learning_rate_init=0.05),
     "sgd, invscaling": dict(solver="sgd", max_iter=10, momentum=0, learning_rate="invscaling", learning_rate_init=0.5),
     "sgd, adaptive": dict(solver="sgd", max_iter=30, learning_rate="adaptive", tol=0.05, n_iter_no_change=2),
+    "never stops early (n_iter_no_change=inf)": dict(solver="adam", max_iter=12, tol=10.0, n_iter_no_change=np.inf),
     "stops when the loss stalls": dict(solver="adam", max_iter=200, tol=0.05, n_iter_no_change=3, learning_rate_init=0.01),
     "early stopping": dict(solver="adam", max_iter=60, early_stopping=True, n_iter_no_change=3, learning_rate_init=0.01),
     "lbfgs": dict(solver="lbfgs", max_iter=15),
