@@ -351,6 +351,8 @@ class _BackpropMLP:
         shapes = [p.data.T.shape if p.data.ndim == 2 else p.data.shape for p in parameters]
         bounds = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
         target = np.column_stack([y, weights]).astype(X.dtype, copy=False)
+        X = X.tocsr() if scipy.sparse.issparse(X) else X
+        blocks = [(X[rows], rows) for rows in _row_blocks(X)]  # sliced once, densified per call
         weight_sum = float(weights.sum())
         penalty_scale = 0.5 * self.alpha / weight_sum
         n_weights = len(self.coefs_)
@@ -364,8 +366,8 @@ class _BackpropMLP:
         def loss_and_gradient(flat):
             unpack(flat)
             value = 0.0
-            for rows in _row_blocks(X):
-                z = self._network(backprop.Tensor(_dense(X[rows], X.dtype)))
+            for block, rows in blocks:
+                z = self._network(backprop.Tensor(_dense(block, X.dtype)))
                 loss = objective.data_sum(z, target[rows]) / weight_sum
                 loss.backward()
                 value += loss.item()
@@ -452,7 +454,10 @@ class _BackpropMLP:
 
         self._optimizer.param_groups[0]["weight_decay"] = decay
         target = np.column_stack([y, weights]).astype(X.dtype, copy=False)
-        data = _SparseRows(X, target) if scipy.sparse.issparse(X) else (X, target)
+        sampler = _SklearnOrder(n_samples, self._random_state) if self.shuffle else None
+        data = (X, target)
+        if scipy.sparse.issparse(X):
+            data, sampler = _SparseBatches(_SparseRows(X, target), batch_size, sampler=sampler), None
         epochs = _Epochs(self, n_samples, objective, validation, incremental)
         try:
             backprop.fit(
@@ -462,7 +467,7 @@ class _BackpropMLP:
                 data,
                 1 if incremental else self.max_iter,
                 batch_size=batch_size,
-                sampler=_SklearnOrder(n_samples, self._random_state) if self.shuffle else None,
+                sampler=sampler,
                 shuffle=False,
                 metrics=(),
                 callbacks=[epochs],
@@ -478,7 +483,7 @@ class _BackpropMLP:
 
 
 class _SparseRows(backprop.data.Dataset):
-    """The rows of a sparse X with their targets, each densified when a batch asks for it."""
+    """The rows of a sparse X (as CSR) with their targets; ``dataset[i]`` is row i densified."""
 
     def __init__(self, X, target):
         self.X, self.target = X.tocsr(), target
@@ -488,6 +493,38 @@ class _SparseRows(backprop.data.Dataset):
 
     def __len__(self):
         return self.X.shape[0]
+
+
+class _SparseBatches(backprop.data.DataLoader):
+    """A DataLoader over ``_SparseRows`` that densifies one batch at a time (its sampler's order)."""
+
+    def __iter__(self):
+        order = self.sampler.indices()
+        starts = range(0, len(order), self.batch_size)
+        rows, target = self.dataset.X, self.dataset.target
+        return _Sized(
+            len(starts),
+            (
+                (backprop.Tensor(_dense(rows[batch], target.dtype)), backprop.Tensor(target[batch]))
+                for batch in (order[start : start + self.batch_size] for start in starts)
+            ),
+        )
+
+
+class _Sized:
+    """An iterator with a length (``fit`` asks an epoch's batches for their count)."""
+
+    def __init__(self, length, iterator):
+        self.length, self.iterator = length, iterator
+
+    def __len__(self):
+        return self.length
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.iterator)
 
 
 def _dense(X, dtype):
