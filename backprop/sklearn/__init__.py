@@ -26,7 +26,6 @@ half the Poisson deviance ``e^z - y z + y log y - y`` (z the log-mean), and ours
 can drop units with ``dropout`` (one rate, or one per hidden layer).
 """
 
-import contextlib
 import warnings
 from numbers import Real
 
@@ -35,207 +34,23 @@ import scipy.optimize
 import scipy.sparse
 from sklearn import neural_network
 from sklearn.base import is_classifier
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network._base import ACTIVATIONS as OUTPUT_ACTIVATIONS
-from sklearn.utils import check_random_state, shuffle
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 import backprop
-from backprop import nn, ops, optim
-from backprop.data import Sampler
-from backprop.functional import binary_cross_entropy_with_logits, cross_entropy, gelu, leaky_relu
-from backprop.training import Callback
+from backprop import optim
+from backprop.sklearn._loop import _dense, _Epochs, _row_blocks, _SklearnOrder, _SparseBatches, _SparseRows
+from backprop.sklearn._network import ACTIVATIONS, _HIDDEN, _linears, _Objective, _point_at, _saved_rng, mlp
 
-ACTIVATIONS = {
-    "relu": "ReLU",
-    "tanh": "Tanh",
-    "logistic": "Sigmoid",
-    "sigmoid": "Sigmoid",
-    "identity": None,
-    "leaky_relu": "LeakyReLU",
-    "gelu": "GELU",
-}
 SOLVERS = ("lbfgs", "sgd", "adam", "adamw", "rmsprop", "adagrad")
-_HIDDEN = {
-    "relu": lambda h: h.relu(),
-    "tanh": lambda h: h.tanh(),
-    "logistic": lambda h: h.sigmoid(),
-    "sigmoid": lambda h: h.sigmoid(),
-    "identity": lambda h: h,
-    "leaky_relu": leaky_relu,
-    "gelu": gelu,
-}
 _NON_FINITE = (
     "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
 )
-_CHUNK = 4096  # rows of a sparse X densified at a time
-
-
-def mlp(sizes, activation="relu", dtype=None, dropout=0.0):
-    """``Sequential(Linear(sizes[0], sizes[1]), act, [Dropout], ..., Linear(sizes[-2], sizes[-1]))``:
-    the multilayer perceptron used by the estimators and by ``backprop train``, with the
-    activation (and, for a ``dropout`` rate > 0, a ``Dropout``) after every layer but the
-    last (the output stays a logit / value). ``dropout`` is one rate or one per hidden layer."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
-    rates = np.broadcast_to(np.asarray(dropout, dtype=float), (max(len(sizes) - 2, 0),))
-    layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out, dtype=dtype))
-        if i < len(rates):
-            if ACTIVATIONS[activation]:
-                layers.append(getattr(nn, ACTIVATIONS[activation])())
-            if rates[i] > 0:
-                layers.append(nn.Dropout(float(rates[i])))
-    return nn.Sequential(*layers)
-
-
-def _loss_sum(kind, z, y, weights, delta):
-    """``sum_i s_i l_i``: the loss of each example summed over its outputs, weighted by
-    ``weights`` (None: all 1) and summed; ``z`` is the network's output before the output
-    activation (logits, log-means, values)."""
-    if kind == "log_loss" and weights is None:
-        return cross_entropy(z, y, reduction="sum")
-    if kind == "log_loss":
-        per_example = cross_entropy(z, y, reduction="none")
-    elif kind == "binary_log_loss":
-        per_example = binary_cross_entropy_with_logits(z, y, reduction="none").sum(axis=1)
-    elif kind == "poisson":
-        from scipy.special import xlogy
-
-        per_example = (z.exp() - z * y).sum(axis=1) + (xlogy(y, y) - y).sum(axis=1)
-    else:
-        r = z - y
-        if kind == "squared_error":
-            per_example = (r * r).sum(axis=1) * 0.5
-        elif kind == "absolute_error":
-            per_example = r.abs().sum(axis=1)
-        else:  # huber: r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
-            c = ops.clip(r, -delta, delta)
-            per_example = (c * c * 0.5 + (r.abs() - c.abs()) * delta).sum(axis=1)
-    return per_example.sum() if weights is None else (per_example * weights).sum()
-
-
-class _Objective:
-    """scikit-learn's objective on a batch whose targets carry the sample weights as a
-    last column: ``sum_i s_i l_i / sum_i s_i`` (the L2 penalty is added by the caller).
-    ``reported`` accumulates the value scikit-learn reports times the batch size."""
-
-    def __init__(self, kind, delta, report_scale, penalty, weighted):
-        self.kind, self.delta, self.report_scale, self.penalty = kind, delta, report_scale, penalty
-        self.weighted = weighted
-        self.reported = 0.0
-
-    def data_sum(self, z, target):
-        """``sum_i s_i l_i`` over the rows of ``z`` (a Tensor) and ``target`` (an array)."""
-        return _loss_sum(self.kind, z, target[:, :-1], target[:, -1] if self.weighted else None, self.delta)
-
-    def __call__(self, z, target):
-        target = target.data
-        weight_sum = float(target[:, -1].sum()) or 1.0  # a batch of zero weights adds nothing
-        loss = self.data_sum(z, target) / weight_sum
-        penalty = self.penalty(weight_sum)
-        self.reported += (loss.item() * self.report_scale + penalty) * len(target)
-        return loss
-
-
-class _SklearnOrder(Sampler):
-    """scikit-learn's batch order: each epoch, its ``shuffle`` of the previous order."""
-
-    def __init__(self, n, random_state):
-        self.order, self.random_state = np.arange(n), random_state
-
-    def indices(self):
-        self.order = shuffle(self.order, random_state=self.random_state)
-        return self.order
-
-    def __len__(self):
-        return len(self.order)
-
-
-class _Epochs(Callback):
-    """scikit-learn's bookkeeping after each epoch (``_fit_stochastic``'s loop body), and
-    for solver='adam' its placement of epsilon (``m / (sqrt(v) + eps)``, with v not
-    bias-corrected) given to ``optim.Adam`` as ``eps / sqrt(1 - beta_2^t)`` at step t."""
-
-    def __init__(self, estimator, n_samples, objective, validation, incremental):
-        self.estimator, self.n_samples, self.objective = estimator, n_samples, objective
-        self.validation, self.incremental = validation, incremental
-
-    def _set_adam_eps(self):
-        est = self.estimator
-        if est.solver == "adam":
-            t = est._steps + 1
-            for group in self.optimizer.param_groups:
-                group["eps"] = est.epsilon / np.sqrt(1 - est.beta_2**t)
-
-    def on_train_begin(self, logs=None):
-        self.objective.reported = 0.0  # forget fit's probe of the first example
-        self._set_adam_eps()
-
-    def on_batch_end(self, batch, logs=None):
-        self.estimator._steps += 1
-        self._set_adam_eps()
-
-    def on_epoch_end(self, epoch, logs=None):
-        est = self.estimator
-        est._sync_coefs()
-        est.n_iter_ += 1
-        est.loss_ = self.objective.reported / self.n_samples
-        self.objective.reported = 0.0
-        est.t_ += self.n_samples
-        est.loss_curve_.append(est.loss_)
-        if est.verbose:
-            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_), flush=True)
-        est._update_no_improvement_count(self.validation is not None, *(self.validation or (None,) * 3))
-        if est.solver == "sgd" and est.learning_rate == "invscaling":
-            self._set_lr(float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t)
-        if est._no_improvement_count > est.n_iter_no_change:
-            what = "Validation score" if self.validation is not None else "Training loss"
-            msg = "%s did not improve more than tol=%f for %d consecutive epochs." % (
-                what, est.tol, est.n_iter_no_change
-            )
-            if self._trigger_stopping(msg):
-                self.stop_training = True
-                return
-            est._no_improvement_count = 0
-        if not self.incremental and est.n_iter_ == est.max_iter:
-            warnings.warn(
-                "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
-                "hasn't converged yet." % est.max_iter,
-                ConvergenceWarning,
-            )
-
-    def _set_lr(self, lr):
-        """A new step size for sgd. scikit-learn's velocity is -lr times torch's momentum
-        buffer with the step sizes of past steps inside it: rescaling the buffer by
-        old/new lr keeps it so."""
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                buffer = self.optimizer.state[p].get("momentum_buffer")
-                if buffer is not None:
-                    buffer *= group["lr"] / lr
-            group["lr"] = lr
-
-    def _trigger_stopping(self, msg):
-        """Stop, or with learning_rate='adaptive' under sgd divide the step by 5 (as scikit-learn)."""
-        est, groups = self.estimator, self.optimizer.param_groups
-        if not (est.solver == "sgd" and est.learning_rate == "adaptive"):
-            ending = " Stopping."
-        elif groups[0]["lr"] <= 1e-6:
-            ending = " Learning rate too small. Stopping."
-        else:
-            self._set_lr(groups[0]["lr"] / 5.0)
-            if est.verbose:
-                print(msg + " Setting learning rate to %f" % groups[0]["lr"], flush=True)
-            return False
-        if est.verbose:
-            print(msg + ending, flush=True)
-        return True
 
 
 class _BackpropMLP:
@@ -480,86 +295,6 @@ class _BackpropMLP:
         self._sync_coefs()
         if self.early_stopping:
             self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
-
-
-class _SparseRows(backprop.data.Dataset):
-    """The rows of a sparse X (as CSR) with their targets; ``dataset[i]`` is row i densified."""
-
-    def __init__(self, X, target):
-        self.X, self.target = X.tocsr(), target
-
-    def __getitem__(self, index):
-        return _dense(self.X[index : index + 1], self.target.dtype)[0], self.target[index]
-
-    def __len__(self):
-        return self.X.shape[0]
-
-
-class _SparseBatches(backprop.data.DataLoader):
-    """A DataLoader over ``_SparseRows`` that densifies one batch at a time (its sampler's order)."""
-
-    def __iter__(self):
-        order = self.sampler.indices()
-        starts = range(0, len(order), self.batch_size)
-        rows, target = self.dataset.X, self.dataset.target
-        return _Sized(
-            len(starts),
-            (
-                (backprop.Tensor(_dense(rows[batch], target.dtype)), backprop.Tensor(target[batch]))
-                for batch in (order[start : start + self.batch_size] for start in starts)
-            ),
-        )
-
-
-class _Sized:
-    """An iterator with a length (``fit`` asks an epoch's batches for their count)."""
-
-    def __init__(self, length, iterator):
-        self.length, self.iterator = length, iterator
-
-    def __len__(self):
-        return self.length
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self.iterator)
-
-
-def _dense(X, dtype):
-    return X.toarray().astype(dtype, copy=False) if scipy.sparse.issparse(X) else X
-
-
-def _row_blocks(X):
-    """Slices of the rows of X to compute at once: all of them, or 4,096 of a sparse X."""
-    if not scipy.sparse.issparse(X):
-        return [slice(None)]
-    return [slice(start, start + _CHUNK) for start in range(0, X.shape[0], _CHUNK)]
-
-
-def _linears(network):
-    return [layer for layer in network if isinstance(layer, nn.Linear)]
-
-
-def _point_at(network, coefs, intercepts):
-    """Make the network's parameters views of ``coefs`` (transposed: Linear's weight is
-    (out, in), a coefficient matrix (in, out)) and ``intercepts``."""
-    for layer, coef, intercept in zip(_linears(network), coefs, intercepts):
-        layer.weight.data, layer.bias.data = coef.T, intercept
-
-
-@contextlib.contextmanager
-def _saved_rng(seed=None):
-    """Run with backprop's generator seeded by ``seed`` (if given), then put its state
-    back: building and fitting a model leaves the user's random stream alone."""
-    state = backprop.get_rng_state()
-    if seed is not None:
-        backprop.manual_seed(seed)
-    try:
-        yield
-    finally:
-        backprop.set_rng_state(state)
 
 
 class MLPClassifier(_BackpropMLP, neural_network.MLPClassifier):
