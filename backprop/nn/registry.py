@@ -7,7 +7,7 @@ estimators train.
 """
 
 from backprop.backend import xp
-from backprop.nn.layers import GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from backprop.nn.layers import GELU, Dropout, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from backprop.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from backprop.nn.module import Sequential
 
@@ -27,21 +27,28 @@ LOSSES = {  # the losses on a network's raw outputs: ce and bce take logits, mse
 }
 
 
-def mlp(sizes, activation="relu", dtype=None):
-    """``Sequential(Linear(sizes[0], sizes[1]), act, ..., Linear(sizes[-2], sizes[-1]))``: the
-    multilayer perceptron used by the estimators and by ``backprop train``, with the
-    activation after every layer but the last (the output stays a logit / value);
-    ``"identity"`` adds no activation modules at all."""
+def mlp(sizes, activation="relu", dtype=None, dropout=0.0):
+    """``Sequential(Linear(sizes[0], sizes[1]), act, [Dropout], ..., Linear(sizes[-2], sizes[-1]))``:
+    the multilayer perceptron used by the estimators and by ``backprop train``, with the
+    activation (and, for a ``dropout`` rate > 0, a ``Dropout``) after every layer but the
+    last (the output stays a logit / value); ``"identity"`` adds no activation modules.
+    ``dropout`` is one rate or a sequence of one rate per hidden layer."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
     act = ACTIVATIONS[activation]
+    hidden = max(len(sizes) - 2, 0)
+    many = isinstance(dropout, (list, tuple)) or getattr(dropout, "ndim", 0) > 0  # one rate per hidden layer
+    rates = [float(rate) for rate in (dropout if many else [dropout] * hidden)]
+    if len(rates) != hidden:
+        raise ValueError(f"dropout must be one rate or {hidden} rates (one per hidden layer); got {len(rates)}")
     layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Linear(n_in, n_out, dtype=dtype))
-        if act is not Identity:
-            layers.append(act())
-    if act is not Identity:
-        layers.pop()
+        if i < hidden:
+            if act is not Identity:
+                layers.append(act())
+            if rates[i] > 0:
+                layers.append(Dropout(rates[i]))
     return Sequential(*layers)
 
 
