@@ -28,12 +28,14 @@ that a caller catches (the command prints its one-line error, then the job ends)
 
 import contextlib
 import importlib.util
+import io
 import itertools
 import numbers
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 from backprop.backend import xp
 from backprop.data import DataLoader, RandomSampler, Sampler, SequentialSampler
@@ -54,6 +56,9 @@ __all__ = [
 MPI_MISSING = "distributed training needs MPI: pip install 'backprop[mpi]' (mpi4py and MPICH)"
 
 _comm = None  # MPI.COMM_WORLD once init() has run
+# How long a failing rank waits, its report written, before MPI_Abort ends every process:
+# time for mpiexec to forward the report, which it drops once the abort kills the pipes.
+_FORWARD_SECONDS = 0.5
 
 
 def init():
@@ -84,12 +89,16 @@ def get_world_size():
 
 
 def _aborting(previous_hook):
-    def hook(kind, value, traceback):
-        previous_hook(kind, value, traceback)
+    def hook(kind, value, tb):
+        report = io.StringIO()
+        with contextlib.redirect_stderr(report):
+            previous_hook(kind, value, tb)
         rank, size = get_rank(), get_world_size()
-        print(f"backprop.distributed: rank {rank} of {size} failed; aborting the job", file=sys.stderr)
+        report.write(f"backprop.distributed: rank {rank} of {size} failed; aborting the job\n")
         sys.stdout.flush()
+        sys.stderr.write(report.getvalue())  # one write: another rank's abort cannot cut it in half
         sys.stderr.flush()
+        time.sleep(_FORWARD_SECONDS)
         _comm.Abort(1)
 
     return hook
