@@ -413,17 +413,19 @@ def standardize_stats(X, names=None):
     return mean, std
 
 
-def standardize(X, mean, std, dtype=xp.float32, names=None):
-    """``(X - mean) / std`` in ``dtype``; a value that ``dtype`` cannot represent (1e200 in
-    float32, or an overflow in float64) is an error naming its column."""
+def standardize(X, mean, std, dtype=xp.float32, names=None, fits=None):
+    """``(X - mean) / std`` in ``dtype``; a value that ``fits`` (default ``dtype``: the
+    model's dtype) cannot represent (1e200 in float32, or an overflow in float64) is an
+    error naming its column."""
     X = xp.asarray(X, dtype=xp.float64)
+    fits = dtype if fits is None else fits
     with xp.errstate(over="ignore", invalid="ignore"):
         Z = ((X - mean) / std).astype(dtype)
-    bad = _first_non_finite(Z)
+        bad = _first_non_finite(Z if xp.dtype(fits).itemsize >= Z.dtype.itemsize else Z.astype(fits))
     if bad is not None:
         raise ValueError(
             f"feature column {_column(names, bad[1])} holds {X[bad]:g} (row {bad[0] + 1}), which "
-            f"{xp.dtype(dtype).name} cannot represent once standardized with the training statistics"
+            f"{xp.dtype(fits).name} cannot represent once standardized with the training statistics"
         )
     return Z
 

@@ -7,10 +7,12 @@ split), the target's name and the original label names (``training_data`` writes
 it, ``load_model`` checks it, ``model_data`` applies it to new data).
 """
 
+import os
+
 import numpy as np
 from scipy.special import expit, softmax
 
-from backprop.datasets import load_dataset
+from backprop.datasets import load_dataset, standardize, standardize_stats
 from backprop.io import load
 from backprop.nn import LOSSES
 from backprop.nn.module import evaluating, parameter_dtype
@@ -48,12 +50,11 @@ def split(data, val_fraction, test_fraction, seed):
 
 
 def training_data(data, loss, dtype, train_rows):
-    """(X, y, metadata) for training on ``data``: features standardized with the mean and
-    std of the training rows (a constant feature is centred, not scaled), a continuous
-    target likewise, and the metadata that records both."""
-    mean = data.X[train_rows].mean(axis=0)
-    std = data.X[train_rows].std(axis=0)
-    std[std == 0] = 1.0
+    """(X, y, metadata) for training on ``data``: features standardized in ``dtype`` with
+    the mean and std of the training rows (``datasets.standardize_stats``: finite for any
+    finite input; a constant feature is centred, not scaled), a continuous target
+    likewise, and the metadata that records both."""
+    mean, std = standardize_stats(data.X[train_rows], data.feature_names)
     meta = {
         "task": data.task,
         "loss": loss,
@@ -67,10 +68,11 @@ def training_data(data, loss, dtype, train_rows):
     }
     y = data.y
     if data.task == "regression":
-        meta["target_mean"] = float(data.y[train_rows].mean())
-        meta["target_std"] = float(data.y[train_rows].std()) or 1.0
-        y = (y - meta["target_mean"]) / meta["target_std"]
-    return (data.X - mean) / std, y, meta
+        names = [data.target_name or "target"]
+        target_mean, target_std = standardize_stats(y[train_rows, None], names)
+        meta["target_mean"], meta["target_std"] = float(target_mean[0]), float(target_std[0])
+        y = standardize(y[:, None], target_mean, target_std, np.float64, names)[:, 0]
+    return standardize(data.X, mean, std, dtype, data.feature_names), y, meta
 
 
 def targets(y, loss):
@@ -84,7 +86,15 @@ def loss_module(loss):
 
 
 def load_model(path):
-    """(model, metadata) of a model saved by ``backprop train``."""
+    """(model, metadata) of a model saved by ``backprop train``, or of an ONNX file
+    (``backprop.onnx.load_model``: a foreign file gets metadata for raw inputs, with
+    ``feature_names`` and ``label_names`` None)."""
+    if os.fspath(path).lower().endswith(".onnx"):
+        try:
+            from backprop.onnx import load_model as load_onnx
+        except ImportError as error:  # without the extra: one line saying what to install
+            raise ValueError(f"{path}: {error}") from None
+        return load_onnx(path)
     model = load(path)
     meta = getattr(model, "metadata", None) or {}
     if not METADATA_KEYS <= meta.keys():
@@ -94,8 +104,10 @@ def load_model(path):
 
 
 def model_data(meta, data_name, target, require_target=True):
-    """Data for a trained model: its features (CSV columns by name), standardized as in training,
-    and targets mapped to the model's classes (y is None when the data has no target)."""
+    """Data for a trained model: its features (CSV columns by name), standardized as in
+    training, and targets mapped to the model's classes (y is None when the data has no
+    target). A model without label names (a foreign ONNX file) takes the data's classes
+    in their order."""
     data = load_dataset(
         data_name,
         target=target or meta.get("target"),
@@ -104,12 +116,14 @@ def model_data(meta, data_name, target, require_target=True):
         require_target=require_target,
     )
     check_target(data, target)
-    expected = len(meta["feature_names"])
+    expected = len(meta["feature_mean"])
     if data.X.shape[1] != expected:
         raise ValueError(f"the model takes {expected} features; {data.source} has {data.X.shape[1]}")
-    X = (data.X - np.asarray(meta["feature_mean"])) / np.asarray(meta["feature_std"])
+    # float64 for explain and gradcheck; every value checked against the model's dtype
+    X = standardize(data.X, np.asarray(meta["feature_mean"]), np.asarray(meta["feature_std"]), np.float64,
+                    data.feature_names, fits=meta.get("dtype", "float64"))
     y = data.y
-    if y is not None and meta["task"] == "classification":
+    if y is not None and meta["task"] == "classification" and meta["label_names"] is not None:
         known = {name: k for k, name in enumerate(meta["label_names"])}
         unknown = [name for name in data.label_names if name not in known]
         if unknown:
@@ -118,9 +132,19 @@ def model_data(meta, data_name, target, require_target=True):
                 f"it knows {', '.join(meta['label_names'][:20])}"
             )
         y = np.array([known[name] for name in data.label_names], dtype=np.int64)[y]
-    elif y is not None:
+    elif y is not None and meta["task"] == "regression":
         y = (y - meta["target_mean"]) / meta["target_std"]
     return data, X, y
+
+
+def label_names(meta, data, classes):
+    """The names of a classifier's ``classes`` outputs: the model's own, else the data's
+    when they are as many, else the class numbers."""
+    if meta["label_names"] is not None:
+        return meta["label_names"]
+    if data.label_names is not None and len(data.label_names) == classes:
+        return data.label_names
+    return [str(k) for k in range(classes)]
 
 
 def outputs(model, X):
@@ -159,6 +183,7 @@ __all__ = [
     "loss_module",
     "load_model",
     "model_data",
+    "label_names",
     "outputs",
     "probabilities",
     "scores",

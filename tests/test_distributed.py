@@ -197,3 +197,22 @@ def test_fit_distributed_wants_a_batch_size_that_splits_evenly_over_the_ranks():
         plan._shard(DataLoader(TensorDataset(*train), 32, shuffle=True))
     shard = plan._shard(DataLoader(TensorDataset(*train), 12, shuffle=True))
     assert shard.batch_size == 4 and len(shard.sampler) == 12
+
+
+def test_the_command_on_two_workers_trains_digits_as_one_process(tmp_path):
+    """``backprop train --workers 2`` (mpiexec -n 2 ... --distributed): the same batches as one
+    process, so the same test accuracy up to float32 sums in another order; rank 0 alone
+    prints and writes the model."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+    def train(*extra):
+        args = [sys.executable, "-m", "backprop", "train", "--epochs", "8", "--json", *extra]
+        done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout, json.loads(done.stdout.strip().splitlines()[-1])
+
+    _, one = train("--out", "one.npz")
+    printed, two = train("--workers", "2", "--out", "two.npz")
+    assert printed.count("saved   two.npz") == 1
+    assert abs(two["test_accuracy"] - one["test_accuracy"]) <= 1 / 360 and two["test_accuracy"] > 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npz", "two.npz"]

@@ -17,6 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 import backprop  # noqa: E402
 import backprop.onnx as bonnx  # noqa: E402
 from backprop import nn  # noqa: E402
+from backprop.pipeline import load_model  # noqa: E402
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-12}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -266,10 +267,10 @@ def test_command_model_in_onnxruntime_predicts_as_backprop_predict_from_raw_feat
 
 def test_load_model_reads_onnx_with_the_command_metadata_and_foreign_files_raw(tmp_path):
     command("train", "--data", "iris", "--epochs", "2", "--hidden", "4", "--out", "m.npz", cwd=tmp_path)
-    npz_model, npz_meta = bonnx.load_model(tmp_path / "m.npz")
+    npz_model, npz_meta = load_model(tmp_path / "m.npz")
     line = bonnx.export_file(tmp_path / "m.npz", tmp_path / "m.onnx")
     assert line == f"{tmp_path / 'm.onnx'}: features float [N, 4] -> label string [N], probabilities float [N, 3] (opset 17)"
-    onnx_model, onnx_meta = bonnx.load_model(tmp_path / "m.onnx")
+    onnx_model, onnx_meta = load_model(tmp_path / "m.onnx")  # the command's --model
     assert onnx_meta == npz_meta
     assert onnx_model.config() == npz_model.config()
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)

@@ -1,9 +1,4 @@
-"""The command with ONNX files: ``backprop export`` and ``--model model.onnx``.
-
-The click commands are wired onto the ``backprop/cli/`` package at merge (they call
-``backprop.onnx.export_file`` and ``backprop.onnx.load_model``); until then these tests
-are skipped.
-"""
+"""The command with ONNX files: ``backprop export`` and ``--model model.onnx``."""
 
 import csv
 import os
@@ -18,7 +13,6 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-pytestmark = pytest.mark.skip(reason="wired at merge")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -49,7 +43,7 @@ def test_export_writes_a_file_onnxruntime_runs_with_the_labels_of_predict(iris_m
 
 def test_export_refuses_to_overwrite_the_model_with_one_line(iris_model):
     result = backprop_command("export", "--model", "m.npz", "--out", "m.npz", cwd=iris_model, ok=False)
-    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "the model file itself" in result.stderr
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "is the same file as the input --model m.npz" in result.stderr
 
 
 def test_predict_and_evaluate_with_the_onnx_file_equal_the_npz(iris_model):

@@ -1,4 +1,4 @@
-"""The ``backprop`` command: train, evaluate, predict, gradcheck, explain.
+"""The ``backprop`` command: train, evaluate, predict, gradcheck, explain, export.
 
 Every subcommand is a plain click command in its own module of this package, built
 on the library: ``backprop.pipeline`` splits, standardizes and keeps the model's
@@ -7,15 +7,18 @@ metadata, ``backprop.fit`` trains, ``backprop.evaluate`` scores, ``backprop.save
 
 Bad input of any kind ends the command with one line on standard error
 (``error: ...``) and exit status 1 (2 for a malformed command line), never a
-traceback: ``BackpropGroup.main`` does that once for every subcommand.
+traceback: ``BackpropGroup.main`` does that once for every subcommand. NumPy's
+floating-point warnings are silenced there: what went wrong is said by that line.
 """
 
 import sys
 
 import click
+import numpy as np
 
 from backprop.cli.evaluate import evaluate, predict
 from backprop.cli.explain import explain
+from backprop.cli.export import export
 from backprop.cli.gradcheck import gradcheck
 from backprop.cli.train import train
 
@@ -42,13 +45,14 @@ class BackpropGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with np.errstate(all="ignore"):
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as error:
             hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
             code = _fail(error.format_message() + hint, error.exit_code)
         except click.ClickException as error:
             code = _fail(error.format_message(), error.exit_code)
-        except click.Abort:
+        except (click.Abort, KeyboardInterrupt):
             code = _fail("interrupted", 130)
         except LIBRARY_ERRORS as error:
             code = _fail(_one_line(error), 1)
@@ -66,10 +70,11 @@ def main():
     backprop predict --model model.npz --data new.csv --out predictions.csv
     backprop gradcheck --model model.npz
     backprop explain                         # the chain rule, with numbers
+    backprop export --model model.npz --out model.onnx
     """
 
 
-for _command in (train, evaluate, predict, gradcheck, explain):
+for _command in (train, evaluate, predict, gradcheck, explain, export):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -2,13 +2,13 @@
 
 import csv
 import io
-import json
 
 import click
 import numpy as np
 
-from backprop.cli.common import format_scores, json_option, model_option, writable
-from backprop.pipeline import load_model, model_data, outputs, probabilities, scores
+from backprop.cli.common import check_files, echo_json, format_scores, json_option, model_option, writable
+from backprop.files import atomic_write
+from backprop.pipeline import label_names, load_model, model_data, outputs, probabilities, scores
 
 
 @click.command()
@@ -23,7 +23,7 @@ def evaluate(model_path, data, target, as_json):
     scored = scores(model, meta, X, y)
     click.echo(f"{dataset.source}: {len(X)} examples, {format_scores(scored)}")
     if as_json:
-        click.echo(json.dumps({"data": dataset.source, "examples": len(X), **scored}))
+        echo_json({"data": dataset.source, "examples": len(X), **scored})
 
 
 @click.command()
@@ -35,6 +35,7 @@ def predict(model_path, data, out):
 
     Classification adds one probability column per class.
     """
+    check_files({"--model": model_path, "--data": data}, {"--out": out})
     model, meta = load_model(model_path)
     dataset, X, _ = model_data(meta, data, None, require_target=False)
     output = outputs(model, X).astype(np.float64)
@@ -42,8 +43,8 @@ def predict(model_path, data, out):
         header = ["prediction"]
         rows = [[f"{v:.6g}"] for v in output.reshape(-1) * meta["target_std"] + meta["target_mean"]]
     else:
-        labels = meta["label_names"]
         probs = probabilities(output)
+        labels = label_names(meta, dataset, probs.shape[1])
         header = ["prediction", *(f"p_{label}" for label in labels)]
         rows = [[labels[k], *(f"{p:.6f}" for p in row)] for k, row in zip(probs.argmax(axis=1), probs)]
     text = io.StringIO()
@@ -53,6 +54,6 @@ def predict(model_path, data, out):
     if out is None:
         click.echo(text.getvalue(), nl=False)
     else:
-        with open(out, "w", newline="") as f:
+        with atomic_write(out, "w", newline="") as f:
             f.write(text.getvalue())
         click.echo(f"wrote {len(rows)} predictions to {out}")

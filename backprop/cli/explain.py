@@ -11,11 +11,12 @@ from pathlib import Path
 
 import click
 
-from backprop.cli.common import LayerSizes
+from backprop.cli.common import LayerSizes, check_files, check_memory
 from backprop.explain import trace as trace_example
 from backprop.explain import worked_example
-from backprop.nn import LOSSES
-from backprop.pipeline import load_model, loss_module, model_data
+from backprop.files import atomic_write
+from backprop.nn import LOSSES, mlp_memory
+from backprop.pipeline import label_names, load_model, loss_module, model_data
 
 _WORKED_OPTIONS = ("layers", "activation", "output", "loss", "seed", "x", "y")
 _GRAPH_FORMATS = ("svg", "png", "pdf", "dot")
@@ -60,9 +61,13 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, model, data, 
     ctx = click.get_current_context()
     if graph is not None and Path(graph).suffix.lower().lstrip(".") not in _GRAPH_FORMATS:
         raise ValueError(f"--graph must name a .svg, .png, .pdf or .dot file; got {graph!r}")
+    graph_files = {} if graph is None else {"--graph": graph, "--graph's DOT text": _dot_path(Path(graph))}
+    check_files({"--model": model, "--data": data}, {name: path for name, path in graph_files.items() if path is not None})
     if model is None:
         if data is not None or target is not None or _given(ctx, "index"):
             raise ValueError("--data, --target and --index choose an example for --model; give --model too")
+        # the page checks every partial derivative: P finite differences of a P-weight network
+        check_memory(mlp_memory(layers, "float64", batch_size=1), f"--layers {','.join(map(str, layers))}")
         trace = worked_example(layers, activation, output, loss, lr, seed, x, y)
     else:
         given = [f"--{name}" for name in _WORKED_OPTIONS if _given(ctx, name)]
@@ -98,32 +103,42 @@ def _model_trace(path, data_name, target, index, lr):
     y = int(label) if meta["loss"] == "ce" else [float(label)]
     trace = trace_example(model, loss_fn, X[index], y, lr)
     if meta["task"] == "classification":
-        shown = f"label {meta['label_names'][int(label)]!r}"
+        names = label_names(meta, data, data.n_classes)
+        shown = f"label {names[int(label)]!r}"
     else:
         shown = f"target {float(label) * meta['target_std'] + meta['target_mean']:.6g} (standardized {float(label):.4g})"
     trace.note = f"Model {path}, example {index} of {data.source} ({shown}), standardized as in training."
     return trace
 
 
+def _dot_path(path):
+    """Where the DOT text goes besides ``path``: None when Graphviz renders it, else the
+    .dot file (``path`` itself for a .dot; beside it when ``dot`` is not installed)."""
+    if path.suffix.lower() == ".dot":
+        return None
+    return path.with_suffix(".dot") if shutil.which("dot") is None else None
+
+
 def _write_graph(dot_text, path):
     """Write the DOT text, rendered by Graphviz's ``dot`` unless the file is .dot; without
-    ``dot`` installed, write the .dot file beside it and say how to render it."""
+    ``dot`` installed, write the .dot file beside it and say how to render it. Atomic."""
     fmt = path.suffix.lower().lstrip(".")
-    if fmt == "dot":
-        path.write_text(dot_text)
+    dot_path = path if fmt == "dot" else _dot_path(path)
+    if dot_path is not None:
+        with atomic_write(dot_path, "w") as file:
+            file.write(dot_text)
+        if dot_path != path:
+            click.echo(
+                f"Graphviz's dot program is not installed, so the graph was written as {dot_path}; "
+                f"render it with: dot -T{fmt} {dot_path} -o {path}",
+                err=True,
+            )
+            return
         click.echo(f"graph written to {path}", err=True)
         return
-    program = shutil.which("dot")
-    if program is None:
-        dot_path = path.with_suffix(".dot")
-        dot_path.write_text(dot_text)
-        click.echo(
-            f"Graphviz's dot program is not installed, so the graph was written as {dot_path}; "
-            f"render it with: dot -T{fmt} {dot_path} -o {path}",
-            err=True,
-        )
-        return
-    result = subprocess.run([program, f"-T{fmt}", "-o", str(path)], input=dot_text, text=True, capture_output=True)
+    result = subprocess.run([shutil.which("dot"), f"-T{fmt}"], input=dot_text.encode(), capture_output=True)
     if result.returncode != 0:
-        raise ValueError(f"dot could not render {path}: {' '.join(result.stderr.split())}")
+        raise ValueError(f"dot could not render {path}: {' '.join(result.stderr.decode(errors='replace').split())}")
+    with atomic_write(path) as file:
+        file.write(result.stdout)
     click.echo(f"graph written to {path}", err=True)

@@ -1,11 +1,10 @@
 """``backprop gradcheck``: a saved model's gradients against central differences."""
 
-import json
-
 import click
 import numpy as np
 
-from backprop.cli.common import json_option, model_option
+from backprop import nn
+from backprop.cli.common import check_memory, echo_json, json_option, model_option
 from backprop.gradcheck import ATOL, RTOL, agrees, numerical_gradient
 from backprop.pipeline import load_model, loss_module, model_data, targets
 from backprop.tensor import Tensor
@@ -34,8 +33,10 @@ def gradcheck(model_path, data, examples, elements, seed, as_json):
         rows = rng.choice(len(X), size=min(examples, len(X)), replace=False)
         X, y = X[rows], y[rows]
     else:
-        X = rng.standard_normal((examples, len(meta["feature_names"])))
-        classes = len(meta["label_names"] or [])
+        widths = [len(meta["feature_mean"])] + [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+        check_memory(4 * 8 * examples * sum(widths), f"--examples {examples} (float64 activations and their gradients)")
+        X = rng.standard_normal((examples, widths[0]))
+        classes = max(widths[-1], 2)  # one output: two classes (bce)
         y = rng.integers(0, classes, size=examples) if meta["task"] == "classification" else rng.standard_normal(examples)
     loss_fn = loss_module(meta["loss"])
     x, target = Tensor(X.astype(np.float64)), targets(y, meta["loss"])
@@ -53,7 +54,7 @@ def gradcheck(model_path, data, examples, elements, seed, as_json):
         click.echo(f"  {name:<12} {str(model.state_dict()[name].shape):<10} worst relative error {error:.2e}")
     click.echo(f"worst relative error {worst:.2e}: {'gradients match' if passed else 'GRADIENTS DIFFER'} (tolerance {ATOL:g} + {RTOL:g} |numerical|)")
     if as_json:
-        click.echo(json.dumps({"worst_relative_error": worst, "passed": passed, "parameters": errors}))
+        echo_json({"worst_relative_error": worst, "passed": passed, "parameters": errors})
     if not passed:
         raise click.exceptions.Exit(1)
 

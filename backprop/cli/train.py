@@ -1,16 +1,28 @@
 """``backprop train``: split, standardize, train a multilayer perceptron, save it with its metadata."""
 
-import json
+import contextlib
+import os
+import sys
 import time
 
 import click
 import numpy as np
 
 import backprop
-from backprop import nn, optim
-from backprop.cli.common import BatchSize, LayerSizes, format_scores, json_option, positive, writable
+from backprop import distributed, nn, optim
+from backprop.cli.common import (
+    BatchSize,
+    LayerSizes,
+    check_files,
+    check_memory,
+    echo_json,
+    format_scores,
+    json_option,
+    positive,
+    writable,
+)
 from backprop.datasets import load_dataset
-from backprop.pipeline import check_target, loss_module, scores, split, targets, training_data
+from backprop.pipeline import check_target, load_model, loss_module, scores, split, targets, training_data
 from backprop.plots import plot_history
 from backprop.training import EarlyStopping, GradientFlow
 
@@ -60,11 +72,79 @@ def _architecture(model):
 @click.option("--out", type=click.Path(dir_okay=False), default="model.npz", show_default=True, callback=writable, help="Where to save the trained model.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=writable, help="Write the learning curves to this PNG.")
 @click.option("--grad-report", type=click.Path(dir_okay=False), default=None, callback=writable, help="Write per-layer gradient norms per epoch to this PNG and warn of vanishing or exploding gradients.")
+@click.option("--init", "init_path", type=click.Path(dir_okay=False), default=None, help="Start from this model's weights (.npz saved by backprop, or .onnx) instead of a new network: fine-tuning.")
+@click.option("--distributed", "is_distributed", is_flag=True, help="Train data-parallel on the ranks of an MPI job: run under 'mpiexec -n N' (pip install 'backprop[mpi]').")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Start 'mpiexec -n N' on this machine and train with --distributed on its N ranks.")
 @json_option
-def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epochs, patience, val_fraction, test_fraction, seed, dtype, out, plot, grad_report, as_json):
+def train(is_distributed, workers, **options):
     """Train a multilayer perceptron and save it with what evaluate and predict need."""
-    if val_fraction + test_fraction >= 1:
-        raise click.BadParameter(f"--val-fraction + --test-fraction must be below 1; got {val_fraction + test_fraction:g}")
+    if options["val_fraction"] + options["test_fraction"] >= 1:
+        total = options["val_fraction"] + options["test_fraction"]
+        raise click.BadParameter(f"--val-fraction + --test-fraction must be below 1; got {total:g}")
+    ctx = click.get_current_context()
+    chosen = [f"--{name}" for name in ("hidden", "activation") if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+    if options["init_path"] is not None and chosen:
+        raise click.BadParameter(f"with --init the network is the model's; {' and '.join(chosen)} cannot be given with it")
+    check_files({"--data": options["data"], "--init": options["init_path"]},
+                {"--out": options["out"], "--plot": options["plot"], "--grad-report": options["grad_report"]})
+    if workers is not None:
+        if is_distributed:
+            raise click.BadParameter("--workers starts the MPI job itself; give either --workers N or --distributed under mpiexec")
+        _run_on_workers(workers)
+    if not is_distributed:
+        return _train(**options, is_distributed=False, writes=True)
+    try:
+        rank, _ = distributed.init()
+    except ImportError as error:
+        raise ValueError(str(error)) from None
+    with distributed.abort_on_error(), _quiet_unless(rank == 0):
+        _train(**options, is_distributed=True, writes=rank == 0)
+
+
+def _run_on_workers(workers):
+    """Run this very command as an MPI job of ``workers`` ranks (``--distributed`` in place of
+    ``--workers``) and exit with its status."""
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            argv.append(arg)
+    try:
+        status = distributed.launch(workers, ["-m", "backprop", *argv, "--distributed"])
+    except ImportError as error:
+        raise ValueError(str(error)) from None
+    raise click.exceptions.Exit(status)
+
+
+@contextlib.contextmanager
+def _quiet_unless(speaks):
+    """Standard output as it is for the rank that speaks; thrown away on the others."""
+    if speaks:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+def _network(init_path, sizes, activation, dtype, batch_size):
+    """A new MLP of ``sizes``, or the model of ``init_path`` (checked against the data's
+    features and the outputs the loss needs) to fine-tune."""
+    if init_path is None:
+        check_memory(nn.mlp_memory(sizes, dtype, batch_size), f"a network of layer sizes {','.join(map(str, sizes))}")
+        return nn.mlp(sizes, activation, dtype=getattr(np, dtype))
+    model, _ = load_model(init_path)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears or (linears[0].in_features, linears[-1].out_features) != (sizes[0], sizes[-1]):
+        got = f"{linears[0].in_features} inputs and {linears[-1].out_features} outputs" if linears else "no Linear layer"
+        raise ValueError(f"--init {init_path}: the data needs a network of {sizes[0]} inputs and {sizes[-1]} outputs; the model has {got}")
+    return model.to(getattr(np, dtype))
+
+
+def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epochs, patience, val_fraction, test_fraction, seed, dtype, out, plot, grad_report, init_path, is_distributed, writes, as_json):
+    """The training itself; ``writes``: this process prints and writes the files (rank 0)."""
     started = time.perf_counter()
     task = {"auto": None, "ce": "classification", "bce": "classification", "mse": "regression"}[loss]
     dataset = check_target(load_dataset(data, target=target, task=task).check_trainable(), target)
@@ -80,7 +160,7 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
 
     backprop.manual_seed(seed)
     outputs = {"ce": dataset.n_classes, "bce": 1, "mse": 1}[loss]
-    model = nn.mlp((X.shape[1], *hidden, outputs), activation, dtype=getattr(np, dtype))
+    model = _network(init_path, (X.shape[1], *hidden, outputs), activation, dtype, batch_size or len(train_rows))
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     name, extra = OPTIMIZERS[optimizer]
     opt = getattr(optim, name)(model.parameters(), lr=lr, **extra)
@@ -106,6 +186,7 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
         metrics=metrics,
         callbacks=callbacks,
         progress=True,
+        distributed=is_distributed,
     )
     trained = len(history.epoch)
     best = callbacks[0].best_epoch + 1 if patience and callbacks[0].best_epoch is not None else trained
@@ -121,6 +202,8 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
             prefix = "" if name == "train" else f"{name}_"
             results.update({prefix + key: value for key, value in scored.items()})
     meta.update({key: results[key] for key in results if key.startswith("test_")})
+    if not writes:  # another rank of a distributed job: rank 0 writes the files
+        return
     backprop.save(model, out, metadata=meta)
     click.echo(f"saved   {out}")
     results["model"] = out
@@ -133,4 +216,4 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
         results["grad_report"] = grad_report
     results["seconds"] = round(time.perf_counter() - started, 3)
     if as_json:
-        click.echo(json.dumps(results))
+        echo_json(results)

@@ -19,21 +19,13 @@ from backprop.onnx.importer import load
 
 
 def load_model(path):
-    """(model, metadata) for the command's ``--model``: a ``.onnx`` file or a model saved by
-    ``backprop train``. An ONNX file written elsewhere (no backprop metadata) gets
-    metadata for raw inputs: no standardization, ``feature_names`` and ``label_names``
-    None (take the data's own), "ce" for several outputs, "mse" for one."""
-    if os.fspath(path).lower().endswith(".onnx"):
-        model = load(path)
-        meta = model.metadata if all(key in model.metadata for key in COMMAND_KEYS) else _raw_metadata(model)
-        return model, meta
-    from backprop.io import load as load_npz
-
-    model = load_npz(path)
-    meta = getattr(model, "metadata", None) or {}
-    missing = [key for key in COMMAND_KEYS if key not in meta]
-    if missing:
-        raise ValueError(f"{path}: not a model saved by 'backprop train' (its metadata lacks {', '.join(missing)})")
+    """(model, metadata) of an ONNX file for the command's ``--model``
+    (``backprop.pipeline.load_model`` calls it for ``.onnx`` files). A file written
+    elsewhere (no backprop metadata) gets metadata for raw inputs: no standardization,
+    ``feature_names`` and ``label_names`` None (take the data's own), "ce" for several
+    outputs, "mse" for one."""
+    model = load(path)
+    meta = model.metadata if all(key in model.metadata for key in COMMAND_KEYS) else _raw_metadata(model)
     return model, meta
 
 
