@@ -1,3 +1,10 @@
-from bench.train_mlp import main
+import sys
 
-main()
+if "--distributed" in sys.argv[1:]:  # python -m bench --distributed: data-parallel on MPI
+    from bench.distributed import main
+
+    main([arg for arg in sys.argv[1:] if arg != "--distributed"])
+else:
+    from bench.train_mlp import main
+
+    main()

@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.results import write_section  # noqa: E402
+
 MLP = (784, 256, 128, 10)
 BATCHES = [512, 4096]
 RANKS = [1, 2]
@@ -143,13 +145,13 @@ def job(ranks, batch, seconds):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench --distributed", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
     parser.add_argument("--paper", action="store_true", help="print the cost model for 8 to 512 machines")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.seconds)
     if args.paper:
@@ -161,11 +163,16 @@ def main():
             for ranks in RANKS if rep % 2 == 0 else RANKS[::-1]:
                 results[ranks, batch].append(job(ranks, batch, seconds))
         print(f"repetition {rep + 1}/{reps} done", file=sys.stderr)
-    print(f"{os.cpu_count()} cores, one per rank; medians of {reps} interleaved repetitions; "
-          "ratio: median of the paired ratios\n")
-    print("| global batch | ranks | samples/s | step (ms) | waiting (ms) | averaging (ms) | share of step "
-          "| Allreduce alone (ms) | buffer | ring bytes sent per rank | 2 ranks / 1 rank |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [
+        f"`python -m bench --distributed`: the {'-'.join(map(str, MLP))} MLP, SGD, float32; "
+        f"{os.cpu_count()} cores, one per rank; medians of {reps} interleaved repetitions; "
+        "ratio: median of the paired ratios (bench/NOTES.md, \"Across machines\", explains the columns "
+        "and works out 8 to 512 machines).",
+        "",
+        "| global batch | ranks | samples/s | step (ms) | waiting (ms) | averaging (ms) | share of step "
+        "| Allreduce alone (ms) | buffer | ring bytes sent per rank | 2 ranks / 1 rank |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for batch in BATCHES:
         for ranks in RANKS:
             runs = results[ranks, batch]
@@ -174,12 +181,16 @@ def main():
                 a["samples_per_s"] / b["samples_per_s"] for a, b in zip(runs, results[1, batch])
             )
             sent = 2 * (ranks - 1) / ranks * med["buffer_bytes"]
-            print(f"| {batch} | {ranks} | {med['samples_per_s']:,.0f} | {med['step_s'] * 1e3:.2f} "
-                  f"| {med['waiting_s'] * 1e3:.2f} | {med['averaging_s'] * 1e3:.2f} "
-                  f"| {med['averaging_s'] / med['step_s']:.1%} | {med['allreduce_s'] * 1e3:.3f} "
-                  f"| {med['buffer_bytes'] / 1e6:.3f} MB "
-                  f"| {sent / 1e6:.3f} MB | {ratio:.2f} |")
-
+            lines.append(
+                f"| {batch} | {ranks} | {med['samples_per_s']:,.0f} | {med['step_s'] * 1e3:.2f} "
+                f"| {med['waiting_s'] * 1e3:.2f} | {med['averaging_s'] * 1e3:.2f} "
+                f"| {med['averaging_s'] / med['step_s']:.1%} | {med['allreduce_s'] * 1e3:.3f} "
+                f"| {med['buffer_bytes'] / 1e6:.3f} MB | {sent / 1e6:.3f} MB | {ratio:.2f} |"
+            )
+    table = "\n".join(lines)
+    print(table)
+    if not args.quick:
+        write_section("Across machines: data-parallel on MPI", table)
 
 if __name__ == "__main__":
     main()

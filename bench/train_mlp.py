@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(ROOT))
 
+from bench.results import kept_sections  # noqa: E402
 from bench.systems import SYSTEMS  # noqa: E402
 
 MLP = (784, 256, 128, 10)
@@ -417,7 +418,7 @@ def main(argv=None):
         results = run(args, log)
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     text = report(results)
-    Path(args.out).write_text(text + "\n")
+    Path(args.out).write_text(text + "\n\n" + kept_sections(text, Path(args.out)))
     print(text)
 
 
