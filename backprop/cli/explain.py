@@ -107,7 +107,8 @@ def _model_trace(path, data_name, target, index, lr):
         shown = f"label {names[int(label)]!r}"
     else:
         shown = f"target {float(label) * meta['target_std'] + meta['target_mean']:.6g} (standardized {float(label):.4g})"
-    trace.note = f"Model {path}, example {index} of {data.source} ({shown}), standardized as in training."
+    prepared = "standardized as in training" if "data" in meta else "as given (the file holds no standardization)"
+    trace.note = f"Model {path}, example {index} of {data.source} ({shown}), {prepared}."
     return trace
 
 
