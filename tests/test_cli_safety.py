@@ -5,6 +5,8 @@ before they are allocated, JSON is strict, and each failure is one line on stder
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -145,3 +147,20 @@ def test_distributed_without_mpi_says_what_to_install(files, monkeypatch):
 
     monkeypatch.setattr(distributed, "init", no_mpi)
     fails("train", "--data", "d.csv", "--distributed", message="pip install 'backprop[mpi]'")
+
+
+def test_ctrl_c_while_the_library_is_imported_is_one_line_and_status_130(tmp_path):
+    script = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'backprop.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "import backprop_command\n"
+        "backprop_command.main()\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 130 and done.stderr == "error: interrupted\n", done.stderr
