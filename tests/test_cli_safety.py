@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 from backprop.cli import main
@@ -164,3 +166,30 @@ def test_ctrl_c_while_the_library_is_imported_is_one_line_and_status_130(tmp_pat
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": root})
     assert done.returncode == 130 and done.stderr == "error: interrupted\n", done.stderr
+
+
+CSV_PIECES = list("ab,y01.5e-\n\r \"\t#x") + ["nan", "inf", "\u00e9", "\x00", "a,b,y\n", "1,2,0\n", "3,4,1\n"]
+
+
+def one_line_or_success(result):
+    assert result.exit_code in (0, 1), (result.exit_code, result.output)
+    if result.exit_code == 1:
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.sampled_from(CSV_PIECES), max_size=40).map("".join))
+def test_random_csv_text_trains_or_fails_with_one_line(files, text):
+    (files / "random.csv").write_text(text, encoding="utf-8")
+    one_line_or_success(run("train", "--data", "random.csv", "--epochs", "1", "--out", "r.npz", "--early-stopping", "0"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_byte_mutations_of_a_model_evaluate_or_fail_with_one_line(files, data):
+    model = bytearray((files / "m.npz").read_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        model[data.draw(st.integers(0, len(model) - 1))] = data.draw(st.integers(0, 255))
+    (files / "mutated.npz").write_bytes(bytes(model))
+    for command in (["evaluate", "--data", "d.csv"], ["predict", "--data", "unlabelled.csv"], ["gradcheck"]):
+        one_line_or_success(run(command[0], "--model", "mutated.npz", *command[1:]))
