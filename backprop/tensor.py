@@ -12,13 +12,18 @@ node's VJPs, and sum the contributions that reach a node along different paths.
 Every Tensor is numbered when it is created, and an operation's result is created
 after its inputs, so "newest first" is such an order: the walk keeps the nodes that
 have received a gradient in a heap and always takes the newest. The primitives and
-their VJPs live in ``ops.py``.
+their VJPs live in ``ops.py``, which takes Tensors: the operator methods here lift
+Python numbers and arrays to Tensors (``as_tensor``) and call the primitive, which
+builds its result through ``_from_op`` of an input, so ``ops.py`` never imports this
+module back.
 """
 
 import contextlib
 import heapq
 import itertools
+import numbers
 
+from backprop import ops
 from backprop.backend import xp
 
 _grad_enabled = True
@@ -95,11 +100,13 @@ class Tensor:
         self._retains_grad = False
         self._seq = next(_creation_order)
 
-    @classmethod
-    def _from_op(cls, data, op, parents):
-        """The result of an operation: ``parents`` is a sequence of (input, vjp) pairs. It
-        records the graph only when gradients are enabled and an input requires them."""
-        out = cls.__new__(cls)
+    @staticmethod
+    def _from_op(data, op, parents):
+        """The result of an operation, a Tensor (also when an input is a Parameter):
+        ``parents`` is a sequence of (input, vjp) pairs. It records the graph only when
+        gradients are enabled and an input requires them. The primitives call it through
+        an input (``a._from_op``)."""
+        out = Tensor.__new__(Tensor)
         if _grad_enabled:
             parents = tuple([pair for pair in parents if pair[0].requires_grad])
             if parents:
@@ -162,36 +169,36 @@ class Tensor:
         """Keep dL/d(self) in ``.grad`` after backward() although this is not a leaf."""
         self._retains_grad = True
 
-    # -- operators and methods: each forwards to its primitive in ops.py -------------------
+    # -- operators and methods: each lifts its operands and calls its primitive in ops.py --
     def __add__(self, other):
-        return ops.add(self, other)
+        return ops.add(self, as_tensor(other, self))
 
     def __radd__(self, other):
-        return ops.add(other, self)
+        return ops.add(as_tensor(other, self), self)
 
     def __sub__(self, other):
-        return ops.sub(self, other)
+        return ops.sub(self, as_tensor(other, self))
 
     def __rsub__(self, other):
-        return ops.sub(other, self)
+        return ops.sub(as_tensor(other, self), self)
 
     def __mul__(self, other):
-        return ops.mul(self, other)
+        return ops.mul(self, as_tensor(other, self))
 
     def __rmul__(self, other):
-        return ops.mul(other, self)
+        return ops.mul(as_tensor(other, self), self)
 
     def __truediv__(self, other):
-        return ops.div(self, other)
+        return ops.div(self, as_tensor(other, self))
 
     def __rtruediv__(self, other):
-        return ops.div(other, self)
+        return ops.div(as_tensor(other, self), self)
 
     def __matmul__(self, other):
-        return ops.matmul(self, other)
+        return ops.matmul(self, as_tensor(other, self))
 
     def __rmatmul__(self, other):
-        return ops.matmul(other, self)
+        return ops.matmul(as_tensor(other, self), self)
 
     def __neg__(self):
         return ops.neg(self)
@@ -200,7 +207,7 @@ class Tensor:
         return ops.pow(self, exponent)
 
     def __getitem__(self, index):
-        return ops.getitem(self, index)
+        return ops.getitem(self, _index_array(index))
 
     def __lt__(self, other):
         return Tensor(self.data < _as_array(other))
@@ -356,6 +363,33 @@ def tensor(data, requires_grad=False, dtype=None):
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-from backprop import ops  # noqa: E402  (ops builds its results as Tensors: the one import cycle left, see ARCHITECTURE.md)
+def as_tensor(x, like=None):
+    """A Tensor for x (x itself if it is one). A Python number takes the float dtype of
+    the Tensor ``like`` it meets, so that ``float32_tensor * 2.5`` stays float32."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and isinstance(x, numbers.Number) and like.dtype.kind == "f":
+        return Tensor(xp.asarray(x, dtype=like.dtype))
+    return Tensor(x)
 
-__all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "unbroadcast"]
+
+def where(condition, input, other):
+    """``input`` where ``condition`` else ``other``, as ``torch.where``: either may be a
+    number; ``condition`` is a boolean Tensor or array."""
+    like = input if isinstance(input, Tensor) else other if isinstance(other, Tensor) else None
+    condition = condition.data if isinstance(condition, Tensor) else xp.asarray(condition)
+    return ops.where(condition, as_tensor(input, like), as_tensor(other, like))
+
+
+def _index_array(index):
+    """An index with its Tensors and lists as arrays, as ``ops.getitem`` takes it."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(_index_array(i) for i in index)
+    if isinstance(index, list):
+        return xp.asarray(index)
+    return index
+
+
+__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "unbroadcast"]

@@ -9,10 +9,9 @@ cross-entropy), ``'sum'`` or ``'none'`` (the per-element losses).
 """
 
 from backprop import ops
-from backprop.ops import as_tensor
 from backprop.backend import xp
 from backprop.random import generator
-from backprop.tensor import Tensor
+from backprop.tensor import Tensor, as_tensor, where
 
 __all__ = [
     "relu",
@@ -124,8 +123,8 @@ def _clamped_log(x):
     """max(log x, -100), as PyTorch's binary cross-entropy: the loss stays finite at
     x = 0. There the value is the constant -100, so no 0/0 reaches the gradient."""
     positive = x.data > 0
-    safe = ops.where(positive, x, 1.0)
-    return ops.where(positive, ops.log(safe), -100.0).clip(min=-100.0)
+    safe = where(positive, x, 1.0)
+    return where(positive, ops.log(safe), -100.0).clip(min=-100.0)
 
 
 def binary_cross_entropy(input, target, reduction="mean"):

@@ -23,11 +23,12 @@ label names, from the arg max of the probabilities) and ``probabilities`` (N, cl
 
 import json
 import os
-import secrets
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from backprop.files import atomic_write
 
 DEFAULT_OPSET = 17  # read by ONNX Runtime 1.11 and later, and by most other runtimes
 MIN_OPSET = 13  # Softmax over one axis, Dropout's ratio as an input
@@ -63,7 +64,8 @@ def export(model, path, input_example=None, opset=None, metadata=None):
     )
     helper.set_model_props(proto, props)
     onnx.checker.check_model(proto, full_check=True)
-    _write_atomically(path, proto.SerializeToString())
+    with atomic_write(path, "wb") as file:
+        file.write(proto.SerializeToString())
 
 
 # -- what is exported: the network, and the preprocessing and outputs around it -----------
@@ -303,21 +305,3 @@ def _version():
 
     return __version__
 
-
-def _write_atomically(path, data):
-    """Write bytes to a temporary file beside ``path``, fsync, rename over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"export: the folder {folder} does not exist")
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
