@@ -8,8 +8,7 @@ ndarray; ``reduction`` is ``'mean'`` (over all elements; over the batch for
 cross-entropy), ``'sum'`` or ``'none'`` (the per-element losses).
 """
 
-from backprop import ops
-from backprop.backend import xp
+from backprop import backend, ops
 from backprop.random import generator
 from backprop.tensor import Tensor, as_tensor, where
 
@@ -77,7 +76,7 @@ def dropout(input, p=0.5, training=True):
         return input
     keep = generator().random(input.shape) >= p
     mask = keep.astype(input.dtype) * (1.0 / (1.0 - float(p)))
-    return ops.mul(input, Tensor(mask))
+    return ops.mul(input, Tensor(mask, device=input.device))
 
 
 def linear(input, weight, bias=None):
@@ -103,10 +102,15 @@ def _reduce(loss, reduction):
 
 def _target_array(target, input, name):
     """The target as an ndarray of the input's float dtype, with the input's shape."""
-    array = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    array = _target_data(target, input)
     if array.shape != input.shape:
         raise ValueError(f"{name}: target has shape {array.shape}, but the input has shape {input.shape}")
     return array.astype(input.dtype, copy=False)
+
+
+def _target_data(target, input):
+    """A Tensor target's array, or array data made an array on the input's device."""
+    return target.data if isinstance(target, Tensor) else backend.namespace(input.data).asarray(target)
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -152,7 +156,7 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean"):
 
 def _class_indices(target, input, name):
     """Integer class indices of shape (N,), each in 0..C-1, for an input of shape (N, C)."""
-    array = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    array = _target_data(target, input)
     n, classes = input.shape
     if array.dtype.kind not in "iu":
         raise ValueError(
@@ -187,7 +191,7 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
     _check_logits(input, "cross_entropy")
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1]; got {label_smoothing}")
-    array = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    array = _target_data(target, input)
     if array.ndim == 2:
         array = _target_array(array, input, "cross_entropy")
     else:
@@ -200,4 +204,4 @@ def nll_loss(input, target, reduction="mean"):
     input = as_tensor(input)
     _check_logits(input, "nll_loss")
     indices = _class_indices(target, input, "nll_loss")
-    return _reduce(-input[xp.arange(len(indices)), indices], reduction)
+    return _reduce(-input[backend.namespace(input.data).arange(len(indices)), indices], reduction)
