@@ -36,6 +36,7 @@ import zipfile
 import zlib
 
 from backprop import nn
+from backprop.backend import to_host
 import numpy as np
 from backprop.files import atomic_write, physical_memory, regular_file
 from backprop.random import get_rng_state, set_rng_state
@@ -179,6 +180,7 @@ def _check_finite(arrays, what):
 
 # -- the tree <-> JSON structure + arrays -------------------------------------------------
 def _encode(value, arrays, where):
+    value = to_host(value)
     if isinstance(value, (np.ndarray, np.generic)):
         if value.dtype.hasobject:
             raise TypeError(f"save: {where} is an array of Python objects; only numeric, bool and str arrays are saved")

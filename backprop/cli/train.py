@@ -8,6 +8,7 @@ import numpy as np
 
 import backprop
 from backprop import nn, optim
+from backprop.backend import DEVICES, check_device
 from backprop.cli.common import BatchSize, LayerSizes, format_scores, json_option, positive, writable
 from backprop.datasets import load_dataset
 from backprop.pipeline import check_target, loss_module, scores, split, targets, training_data
@@ -57,14 +58,19 @@ def _architecture(model):
 @click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Share of the examples held out for the final test.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, the initialization and the shuffling.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--device", type=click.Choice(list(DEVICES)), default="cpu", show_default=True, help="Where to train: cuda needs CuPy (backprop[cuda12] or backprop[cuda13]); the saved model loads anywhere.")
 @click.option("--out", type=click.Path(dir_okay=False), default="model.npz", show_default=True, callback=writable, help="Where to save the trained model.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=writable, help="Write the learning curves to this PNG.")
 @click.option("--grad-report", type=click.Path(dir_okay=False), default=None, callback=writable, help="Write per-layer gradient norms per epoch to this PNG and warn of vanishing or exploding gradients.")
 @json_option
-def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epochs, patience, val_fraction, test_fraction, seed, dtype, out, plot, grad_report, as_json):
+def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epochs, patience, val_fraction, test_fraction, seed, dtype, device, out, plot, grad_report, as_json):
     """Train a multilayer perceptron and save it with what evaluate and predict need."""
     if val_fraction + test_fraction >= 1:
         raise click.BadParameter(f"--val-fraction + --test-fraction must be below 1; got {val_fraction + test_fraction:g}")
+    try:
+        check_device(device)
+    except RuntimeError as error:  # no CuPy or no GPU: the command's one-line error, exit status 1
+        raise click.ClickException(f"--device {device}: {error}") from None
     started = time.perf_counter()
     task = {"auto": None, "ce": "classification", "bce": "classification", "mse": "regression"}[loss]
     dataset = check_target(load_dataset(data, target=target, task=task).check_trainable(), target)
@@ -80,7 +86,7 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
 
     backprop.manual_seed(seed)
     outputs = {"ce": dataset.n_classes, "bce": 1, "mse": 1}[loss]
-    model = nn.mlp((X.shape[1], *hidden, outputs), activation, dtype=getattr(np, dtype))
+    model = nn.mlp((X.shape[1], *hidden, outputs), activation, dtype=getattr(np, dtype)).to(device)
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     name, extra = OPTIMIZERS[optimizer]
     opt = getattr(optim, name)(model.parameters(), lr=lr, **extra)
@@ -107,6 +113,7 @@ def train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epo
         callbacks=callbacks,
         progress=True,
     )
+    model.to("cpu")  # scoring and saving are host-side
     trained = len(history.epoch)
     best = callbacks[0].best_epoch + 1 if patience and callbacks[0].best_epoch is not None else trained
     seconds = time.perf_counter() - started
