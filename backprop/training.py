@@ -118,7 +118,7 @@ def fit(
     train, val = _from_pandas("train", train), _from_pandas("val", val)
     metric_names = _check_metrics(metrics)
     threshold = _threshold(loss_fn)
-    dtype = parameter_dtype(model)
+    dtype, device = parameter_dtype(model), parameter_device(model)
     train_loader = _loader("train", train, batch_size, shuffle, sampler, model, dtype, threshold)
     val_loader = None if val is None else _loader("val", val, batch_size, False, None, model, dtype, threshold)
     _probe(model, loss_fn, train_loader.dataset)
@@ -155,7 +155,7 @@ def fit(
                         f"fit: the loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
                         "try a smaller learning rate or standardized features"
                     )
-                totals.add(value, train_step.output, y.to(parameter_device(model)).data)
+                totals.add(value, train_step.output, y.to(device).data)
                 progress.batch_done(totals)
                 for callback in callbacks:
                     callback.on_batch_end(batch, {"loss": value})

@@ -295,3 +295,26 @@ def test_train_on_the_gpu_saves_a_model_evaluate_reads_on_the_cpu(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert all(p.device == "cpu" for p in bp.load(out).parameters())
     assert CliRunner().invoke(main, ["evaluate", "--model", str(out), "--data", "iris"]).exit_code == 0
+
+
+def test_host_side_code_reads_a_model_on_another_device_from_the_host(fake_cupy, tmp_path):
+    from backprop.explain import trace
+    from backprop.pipeline import outputs
+
+    model = _mlp()
+    x = np.array([0.5, -1.0, 0.25, 2.0])
+    on_cpu = trace(model, nn.CrossEntropyLoss(), x, 1).to_dict(), outputs(model, x[None])
+    model.to("cuda")
+    on_gpu = trace(model, nn.CrossEntropyLoss(), x, 1).to_dict(), outputs(model, x[None])
+    assert on_gpu[0] == on_cpu[0]
+    assert type(on_gpu[1]) is np.ndarray
+    np.testing.assert_array_equal(on_gpu[1], on_cpu[1])
+
+
+def test_onnx_export_of_a_model_on_another_device_is_the_cpu_file(fake_cupy, tmp_path):
+    from backprop import onnx
+
+    model = _mlp()
+    onnx.export(model, tmp_path / "cpu.onnx")
+    onnx.export(model.to("cuda"), tmp_path / "gpu.onnx")
+    assert (tmp_path / "gpu.onnx").read_bytes() == (tmp_path / "cpu.onnx").read_bytes()

@@ -198,11 +198,11 @@ def _layer_nodes(graph, layer, x, name, shape_in, shape_out):
     if kind not in LAYERS or getattr(nn, kind) is not type(layer):  # not a subclass with another forward
         raise ValueError(f"export: layer {name} is a {kind}; ONNX export covers {', '.join(LAYERS)}")
     if kind == "Linear":
-        weight = graph.constant(f"{name}.weight", layer.weight.data)
-        bias = [graph.constant(f"{name}.bias", layer.bias.data)] if layer.bias is not None else []
+        weight = graph.constant(f"{name}.weight", layer.weight.numpy())
+        bias = [graph.constant(f"{name}.bias", layer.bias.numpy())] if layer.bias is not None else []
         if len(shape_in) == 2:
             return graph.op("Gemm", [x, weight, *bias], f"{name}/Gemm", transB=1)
-        x = graph.op("MatMul", [x, graph.constant(f"{name}.weight_t", layer.weight.data.T)], f"{name}/MatMul")
+        x = graph.op("MatMul", [x, graph.constant(f"{name}.weight_t", layer.weight.numpy().T)], f"{name}/MatMul")
         return graph.op("Add", [x, *bias], f"{name}/Add") if bias else x
     if kind in ("ReLU", "Sigmoid", "Tanh", "Identity"):
         return graph.op({"ReLU": "Relu"}.get(kind, kind), [x], f"{name}/{kind}")
@@ -256,7 +256,7 @@ def _shapes(network, input_example):
     dtype = _dtype(network, example)
     shapes = [example.shape]
     was_training = [layer.training for layer in layers]
-    x = Tensor(example[:1].astype(dtype))
+    x = Tensor(example[:1].astype(dtype), device=nn.module.parameter_device(network))
     try:
         with no_grad():
             for layer in layers:
