@@ -11,6 +11,7 @@ Three kinds of test:
 - the GPU itself (CuPy arrays, compared with the CPU results), skipped without one.
 """
 
+import json
 import sys
 import types
 
@@ -318,3 +319,16 @@ def test_onnx_export_of_a_model_on_another_device_is_the_cpu_file(fake_cupy, tmp
     onnx.export(model, tmp_path / "cpu.onnx")
     onnx.export(model.to("cuda"), tmp_path / "gpu.onnx")
     assert (tmp_path / "gpu.onnx").read_bytes() == (tmp_path / "cpu.onnx").read_bytes()
+
+
+def test_train_on_another_device_saves_the_model_cpu_training_saves(fake_cupy, tmp_path):
+    results = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / f"{device}.npz"
+        args = ["train", "--data", "iris", "--epochs", "5", "--dtype", "float64", "--device", device, "--out", str(out), "--json"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.stderr
+        results[device] = json.loads(result.stdout.strip().splitlines()[-1]), [p.data for p in bp.load(out).parameters()]
+    assert results["cuda"][0]["test_loss"] == pytest.approx(results["cpu"][0]["test_loss"], rel=1e-10)
+    for gpu, cpu in zip(results["cuda"][1], results["cpu"][1]):
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-10, atol=1e-12)
