@@ -6,10 +6,10 @@ from backprop import data, datasets, explain, files, io, nn, optim, training
 from backprop.compile import compile_step
 from backprop.gradcheck import GradcheckError, gradcheck
 from backprop.io import load, save
-from backprop.ops import concatenate, stack, where
+from backprop.ops import concatenate, stack
 from backprop.plots import plot_history
 from backprop.random import get_rng_state, manual_seed, set_rng_state
-from backprop.tensor import Tensor, is_grad_enabled, no_grad, tensor
+from backprop.tensor import Tensor, is_grad_enabled, no_grad, tensor, where
 from backprop.training import History, evaluate, fit
 
 __version__ = "0.1.0"

@@ -1,38 +1,123 @@
-"""The array namespace in use.
+"""Array namespaces per device, and the backend's named fast paths.
 
-Every module that does array math takes it from here (``from backprop.backend import
-xp, special``) rather than importing NumPy directly, so that a GPU array library with
-NumPy's interface (CuPy) could stand in without touching the math.
+Device-side code takes its array module from the arrays it is given: ``namespace(a)`` is
+NumPy for a NumPy array (the fast default: one type check) and CuPy for a CuPy array;
+``special(a)`` is ``scipy.special`` or ``cupyx.scipy.special`` (``erf`` for the exact
+GELU and ``expit``, the numerically stable logistic sigmoid). So CPU and GPU models live
+in one process, and nothing switches a module-level library.
 
-``xp`` is NumPy; ``special`` is ``scipy.special`` (``erf`` for the exact GELU and
-``expit``, the numerically stable logistic sigmoid).
+A device is "cpu" (NumPy) or "cuda" (CuPy, the optional extra ``backprop[cuda12]`` or
+``backprop[cuda13]``): ``device(a)`` names an array's, ``to_device(a, name)`` moves it,
+``to_host(a)`` gives the NumPy array host-side code works on.
 
-The primitives in ``ops.py`` read as their formulas; where NumPy on a CPU is much faster
-with a trick, the trick is a named function here (``matmul2d``, ``column_sums``,
-``relu``), so that another array library can supply its own version.
+``xp`` and ``special`` name NumPy and ``scipy.special`` for code that creates arrays from
+nothing on the host (the seeded generator, dtype names). The primitives in ``ops.py``
+read as their formulas; where NumPy on a CPU is much faster with a trick, the trick is a
+named function here (``matmul2d``, ``column_sums``, ``relu``), so that another array
+library can supply its own version.
 """
+
+import sys
 
 import numpy as xp
 import scipy.special as special
 
+DEVICES = ("cpu", "cuda")
+_CUDA_EXTRA = "install CuPy with `pip install backprop[cuda12]` (CUDA 12) or `backprop[cuda13]` (CUDA 13)"
+
+
+def _cupy_array(a):
+    """Whether ``a`` is a CuPy array (CuPy is imported by then, since the array exists)."""
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(a, cupy.ndarray)
+
+
+def namespace(a):
+    """The array module of ``a``: NumPy for NumPy arrays, scalars and Python data, CuPy for
+    a CuPy array."""
+    if type(a) is xp.ndarray or not _cupy_array(a):
+        return xp
+    return sys.modules["cupy"]
+
+
+def special_of(a):
+    """The special functions for ``a``'s device: ``scipy.special`` or ``cupyx.scipy.special``."""
+    if type(a) is xp.ndarray or not _cupy_array(a):
+        return special
+    import cupyx.scipy.special
+
+    return cupyx.scipy.special
+
+
+def device(a):
+    """The device ``a`` lives on: "cuda" for a CuPy array, else "cpu"."""
+    return "cpu" if type(a) is xp.ndarray or not _cupy_array(a) else "cuda"
+
+
+def check_device(name):
+    """``name`` if it is a device this machine can use; a ValueError for an unknown name and a
+    RuntimeError when "cuda" lacks CuPy or a GPU, each naming what to do."""
+    if name not in DEVICES:
+        raise ValueError(f"device must be 'cpu' or 'cuda'; got {name!r}")
+    if name == "cuda":
+        _cuda()
+    return name
+
+
+def _cuda():
+    """CuPy, once it is known to be installed and to see a GPU."""
+    try:
+        import cupy
+    except ImportError:
+        raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed: {_CUDA_EXTRA}") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError as error:  # no driver, or no device visible
+        raise RuntimeError(f"device 'cuda': CuPy finds no usable GPU on this machine ({error})") from None
+    if count == 0:
+        raise RuntimeError("device 'cuda': CuPy finds no GPU on this machine")
+    return cupy
+
+
+def to_device(a, name):
+    """``a`` on device ``name`` (``a`` itself if it is there already, else a copy)."""
+    if device(a) == check_device(name):
+        return a
+    return to_host(a) if name == "cpu" else _cuda().asarray(a)
+
+
+def to_host(a):
+    """``a`` as a NumPy array or scalar (a copy from the GPU; ``a`` itself on the CPU)."""
+    return a.get() if _cupy_array(a) else a
+
+
+def same_device(a, b, op):
+    """Refuse an operation ``op`` between arrays on two devices, naming both."""
+    if type(a) is not type(b) and device(a) != device(b):
+        raise ValueError(f"{op}: the operands are on different devices, {device(a)} and {device(b)}; move one with .to()")
 
 
 def matmul2d(a, b):
     """a @ b for matrices. NumPy's matmul skips BLAS when the inner dimension is 1 (an
     outer product, as the weight gradient of a batch of one), about 6x slower than dot."""
-    return xp.dot(a, b) if a.shape[1] == 1 else a @ b
+    return namespace(a).dot(a, b) if a.shape[1] == 1 else a @ b
 
 
 def column_sums(g):
     """The sum of a matrix's rows, sum_n g[n, :], as ones^T g: BLAS does it in half the
     time of NumPy's reduction at batch 512."""
-    return xp.dot(xp.ones(len(g), g.dtype), g)
+    ns = namespace(g)
+    return ns.dot(ns.ones(len(g), g.dtype), g)
 
 
 def relu(a):
     """max(a, 0) elementwise, against a row of zeros: NumPy's maximum has no vector loop
     for a scalar 0."""
-    return xp.maximum(a, xp.zeros(a.shape[-1:], a.dtype))
+    ns = namespace(a)
+    return ns.maximum(a, ns.zeros(a.shape[-1:], a.dtype))
 
 
-__all__ = ["xp", "special", "matmul2d", "column_sums", "relu"]
+__all__ = [
+    "xp", "special", "DEVICES", "namespace", "special_of", "device", "check_device", "to_device",
+    "to_host", "same_device", "matmul2d", "column_sums", "relu",
+]

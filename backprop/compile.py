@@ -98,6 +98,8 @@ class TrainStep:
         y = y if isinstance(y, Tensor) else Tensor(y)
         if self.unsupported or x.requires_grad:
             return self._eager(x, y, self.unsupported or "the input requires grad")
+        if self.params and self.params[0].device != "cpu":  # plans are NumPy-only
+            return self._eager(x, y, f"the parameters are on {self.params[0].device}")
         plan = self.plans.get(self._key(x, y))
         if plan is None:
             if len(self.plans) >= _MAX_PLANS:
@@ -124,6 +126,8 @@ class TrainStep:
 
     def _eager(self, x, y, reason):
         self._took("eager", reason)
+        if self.params:  # the batch goes to the parameters' device
+            x, y = x.to(self.params[0].device), y.to(self.params[0].device)
         output = self.model(x)
         loss = self.loss_fn(output, y)
         self.optimizer.zero_grad()

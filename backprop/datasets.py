@@ -1,5 +1,7 @@
 """Built-in datasets and data files, loaded as arrays ready for training.
 
+Host-side code: NumPy on purpose.
+
 ``load_dataset(name_or_path, target=None)`` accepts
 
 - a built-in name: ``xor``, ``moons``, ``spirals`` (generated, always the same points),
@@ -28,7 +30,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from backprop.backend import xp
+import numpy as np
 from backprop.files import physical_memory, regular_file
 from backprop.io import read_npz
 
@@ -72,9 +74,9 @@ class LoadedDataset:
 
 def _xor(n=400):
     """Points uniform in [-1, 1]^2, labelled 1 where exactly one coordinate is positive."""
-    rng = xp.random.default_rng(0)
+    rng = np.random.default_rng(0)
     X = rng.uniform(-1.0, 1.0, size=(n, 2))
-    y = ((X[:, 0] > 0) != (X[:, 1] > 0)).astype(xp.int64)
+    y = ((X[:, 0] > 0) != (X[:, 1] > 0)).astype(np.int64)
     return X, y, ["x1", "x2"], ["0", "1"]
 
 
@@ -83,17 +85,17 @@ def _moons(n=400):
     from sklearn.datasets import make_moons
 
     X, y = make_moons(n_samples=n, noise=0.1, random_state=0)
-    return X, y.astype(xp.int64), ["x1", "x2"], ["0", "1"]
+    return X, y.astype(np.int64), ["x1", "x2"], ["0", "1"]
 
 
 def _spirals(n_per_class=200, classes=3):
     """Interleaved spiral arms, one per class: radius r in [0, 1], angle 4r + 2 pi k / K + noise."""
-    rng = xp.random.default_rng(0)
-    r = xp.tile(xp.linspace(0.0, 1.0, n_per_class), classes)
-    k = xp.repeat(xp.arange(classes), n_per_class)
-    angle = 4.0 * r + 2.0 * xp.pi * k / classes + rng.normal(0.0, 0.2, size=r.shape)
-    X = xp.stack([r * xp.sin(angle), r * xp.cos(angle)], axis=1)
-    return X, k.astype(xp.int64), ["x1", "x2"], [str(c) for c in range(classes)]
+    rng = np.random.default_rng(0)
+    r = np.tile(np.linspace(0.0, 1.0, n_per_class), classes)
+    k = np.repeat(np.arange(classes), n_per_class)
+    angle = 4.0 * r + 2.0 * np.pi * k / classes + rng.normal(0.0, 0.2, size=r.shape)
+    X = np.stack([r * np.sin(angle), r * np.cos(angle)], axis=1)
+    return X, k.astype(np.int64), ["x1", "x2"], [str(c) for c in range(classes)]
 
 
 def _sklearn(name):
@@ -120,8 +122,8 @@ BUILTINS = {
 def _builtin(name):
     X, y, feature_names, label_names = BUILTINS[name]()
     task = "classification" if label_names else "regression"  # diabetes: a regression target
-    y = y.astype(xp.int64 if label_names else xp.float64)
-    return LoadedDataset(X.astype(xp.float64), y, feature_names, label_names, task, "target", name)
+    y = y.astype(np.int64 if label_names else np.float64)
+    return LoadedDataset(X.astype(np.float64), y, feature_names, label_names, task, "target", name)
 
 
 # -- targets -----------------------------------------------------------------------------
@@ -142,15 +144,15 @@ def _encode_target(values, task, where):
     """
     numeric = values.dtype.kind in "biuf"
     if task is None:
-        whole = numeric and bool(xp.all(xp.mod(values.astype(xp.float64), 1.0) == 0))
+        whole = numeric and bool(np.all(np.mod(values.astype(np.float64), 1.0) == 0))
         task = "classification" if (not numeric or whole) else "regression"
     if task == "regression":
         if not numeric:
             raise ValueError(f"{where}: a regression target must be numeric; got labels such as {values[0]!r}")
-        return values.astype(xp.float64), None, task
-    classes = xp.unique(values)
+        return values.astype(np.float64), None, task
+    classes = np.unique(values)
     names = [_label_name(c) for c in classes.tolist()]
-    return xp.searchsorted(classes, values).astype(xp.int64), names, task
+    return np.searchsorted(classes, values).astype(np.int64), names, task
 
 
 # -- files -------------------------------------------------------------------------------
@@ -222,8 +224,8 @@ def _read_csv(path, target, task, features, require_target):
         raise ValueError(f"{path}: the file has a header but no data rows")
     if any(frame[j].dtype.kind not in "iuf" for j in feature_columns):  # a cell that is not a number
         raise _csv_problem(path, header, feature_columns, target_column)
-    X = frame[feature_columns].to_numpy(dtype=xp.float64)
-    if not xp.isfinite(X).all():
+    X = frame[feature_columns].to_numpy(dtype=np.float64)
+    if not np.isfinite(X).all():
         raise _csv_problem(path, header, feature_columns, target_column)
 
     y = names = None
@@ -235,12 +237,12 @@ def _read_csv(path, target, task, features, require_target):
         else:  # a blank target where none is needed is ignored
             values = cells.to_numpy()
             if values.dtype.kind not in "biuf":
-                values = xp.char.strip(values.astype(str))
-                numbers = pandas.to_numeric(pandas.Series(values), errors="coerce").to_numpy(dtype=xp.float64)
-                nan = xp.isin(xp.char.lower(values), ["nan", "+nan", "-nan"])
-                if (~xp.isnan(numbers) | nan).all():  # all numbers: 1, 2.0, nan (refused below)
+                values = np.char.strip(values.astype(str))
+                numbers = pandas.to_numeric(pandas.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+                nan = np.isin(np.char.lower(values), ["nan", "+nan", "-nan"])
+                if (~np.isnan(numbers) | nan).all():  # all numbers: 1, 2.0, nan (refused below)
                     values = numbers
-            if values.dtype.kind == "f" and not xp.isfinite(values).all():
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
                 raise _csv_problem(path, header, feature_columns, target_column)
             y, names, task = _encode_target(values, task, f"{path}, column {target!r}")
     return LoadedDataset(X, y, [header[j] for j in feature_columns], names, task, target, str(path))
@@ -283,10 +285,10 @@ def _finite_features(X, path):
         raise ValueError(f"{path}: X must hold numbers; got dtype {X.dtype}")
     if len(X) == 0 or X[0].size == 0:
         raise ValueError(f"{path}: X has shape {X.shape}; expected at least one example with at least one feature")
-    X = X.reshape(len(X), -1).astype(xp.float64) if X.ndim != 2 else X.astype(xp.float64)
-    bad = ~xp.isfinite(X)
+    X = X.reshape(len(X), -1).astype(np.float64) if X.ndim != 2 else X.astype(np.float64)
+    bad = ~np.isfinite(X)
     if bad.any():
-        i, j = (int(v) for v in xp.argwhere(bad)[0])
+        i, j = (int(v) for v in np.argwhere(bad)[0])
         raise ValueError(f"{path}: X[{i}, {j}] is {X[i, j]}; features must be finite numbers")
     return X
 
@@ -307,8 +309,8 @@ def _read_npz(path, task, require_target):
     y = arrays["y"]
     if y.ndim != 1 or len(y) != len(X):
         raise ValueError(f"{path}: y must be 1-D with one entry per row of X ({len(X)}); got shape {y.shape}")
-    if y.dtype.kind in "biuf" and not xp.all(xp.isfinite(y)):
-        raise ValueError(f"{path}: y[{int(xp.flatnonzero(~xp.isfinite(y))[0])}] is not a finite number")
+    if y.dtype.kind in "biuf" and not np.all(np.isfinite(y)):
+        raise ValueError(f"{path}: y[{int(np.flatnonzero(~np.isfinite(y))[0])}] is not a finite number")
     if y.dtype.kind not in "biufUS":
         raise ValueError(f"{path}: y must hold numbers or strings; got dtype {y.dtype}")
     if y.dtype.kind == "S":
@@ -337,7 +339,7 @@ def read_idx(path):
             if len(sizes) < 4 * magic[3]:
                 raise ValueError(f"{path}: the IDX header is truncated")
             shape = struct.unpack(f">{magic[3]}I", sizes)
-            dtype = xp.dtype(_IDX_TYPES[magic[2]])
+            dtype = np.dtype(_IDX_TYPES[magic[2]])
             expected = math.prod(shape) * dtype.itemsize
             if expected > physical_memory():
                 raise ValueError(f"{path}: the header announces shape {shape} ({expected} bytes), more than this machine's memory")
@@ -349,7 +351,7 @@ def read_idx(path):
             f"{path}: the header announces shape {shape} ({expected} bytes of data) but the file has "
             f"{len(raw) if len(raw) <= expected else 'more'}"
         )
-    return xp.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _read_idx_folder(path, task, require_target):
@@ -378,14 +380,14 @@ def _read_idx_folder(path, task, require_target):
     widths = {x.shape[1] for x in X_parts}
     if len(widths) > 1:
         raise ValueError(f"{path}: the image files have different image sizes")
-    X = _finite_features(xp.concatenate(X_parts), path)
+    X = _finite_features(np.concatenate(X_parts), path)
     side = int(round(X.shape[1] ** 0.5))
     features = [f"pixel_{j // side}_{j % side}" for j in range(X.shape[1])] if side * side == X.shape[1] else [
         f"x{j}" for j in range(X.shape[1])
     ]
     if len(y_parts) != len(X_parts):
         return LoadedDataset(X, None, features, None, task, "label", str(path))
-    y, names, task = _encode_target(xp.concatenate(y_parts), task, f"{path} labels")
+    y, names, task = _encode_target(np.concatenate(y_parts), task, f"{path} labels")
     return LoadedDataset(X, y, features, names, task, "label", str(path))
 
 
@@ -400,11 +402,11 @@ def standardize_stats(X, names=None):
     overflows; (1e200 / 1e200)² does not). A constant column gets std 1 (centred, not
     scaled). ``names`` names the columns in errors; a non-finite value is an error.
     """
-    X = xp.asarray(X, dtype=xp.float64)
+    X = np.asarray(X, dtype=np.float64)
     bad = _first_non_finite(X)
     if bad is not None:
         raise ValueError(f"feature column {_column(names, bad[1])} holds {X[bad]} (row {bad[0] + 1}); features must be finite")
-    scale = xp.abs(X).max(axis=0)
+    scale = np.abs(X).max(axis=0)
     scale[scale == 0] = 1.0
     scaled = X / scale
     mean = scaled.mean(axis=0) * scale
@@ -413,27 +415,27 @@ def standardize_stats(X, names=None):
     return mean, std
 
 
-def standardize(X, mean, std, dtype=xp.float32, names=None, fits=None):
+def standardize(X, mean, std, dtype=np.float32, names=None, fits=None):
     """``(X - mean) / std`` in ``dtype``; a value that ``fits`` (default ``dtype``: the
     model's dtype) cannot represent (1e200 in float32, or an overflow in float64) is an
     error naming its column."""
-    X = xp.asarray(X, dtype=xp.float64)
+    X = np.asarray(X, dtype=np.float64)
     fits = dtype if fits is None else fits
-    with xp.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         Z = ((X - mean) / std).astype(dtype)
-        bad = _first_non_finite(Z if xp.dtype(fits).itemsize >= Z.dtype.itemsize else Z.astype(fits))
+        bad = _first_non_finite(Z if np.dtype(fits).itemsize >= Z.dtype.itemsize else Z.astype(fits))
     if bad is not None:
         raise ValueError(
             f"feature column {_column(names, bad[1])} holds {X[bad]:g} (row {bad[0] + 1}), which "
-            f"{xp.dtype(fits).name} cannot represent once standardized with the training statistics"
+            f"{np.dtype(fits).name} cannot represent once standardized with the training statistics"
         )
     return Z
 
 
 def _first_non_finite(Z):
     """(row, column) of the first NaN or infinite entry of a 2-D array, or None."""
-    bad = ~xp.isfinite(Z)
-    return tuple(int(v) for v in xp.argwhere(bad)[0]) if bad.any() else None
+    bad = ~np.isfinite(Z)
+    return tuple(int(v) for v in np.argwhere(bad)[0]) if bad.any() else None
 
 
 def _column(names, j):
@@ -459,7 +461,7 @@ def load_dataset(name_or_path, target=None, *, task=None, features=None, require
     if builtin in BUILTINS and not os.path.exists(name):
         data = _builtin(builtin)
         if task == "regression" and data.task == "classification":
-            data.y, data.label_names, data.task = data.y.astype(xp.float64), None, task
+            data.y, data.label_names, data.task = data.y.astype(np.float64), None, task
         if task == "classification" and data.task == "regression":
             raise ValueError(f"dataset {builtin!r} has a continuous (regression) target; it cannot be classified")
         return data

@@ -1,5 +1,7 @@
 """Saving and loading models, checkpoints and trees of arrays, without pickle.
 
+Host-side code: NumPy on purpose.
+
 A file is one ``.npz`` archive (a zip of ``.npy`` arrays, as ``numpy.savez`` writes)
 holding a JSON header in the member ``__header__`` and the arrays in ``a0``, ``a1``, ...
 The header says::
@@ -34,7 +36,8 @@ import zipfile
 import zlib
 
 from backprop import nn
-from backprop.backend import xp
+from backprop.backend import to_host
+import numpy as np
 from backprop.files import atomic_write, physical_memory, regular_file
 from backprop.random import get_rng_state, set_rng_state
 
@@ -84,7 +87,7 @@ def save(obj, path, metadata=None):
     except (TypeError, ValueError) as error:
         raise TypeError(f"save: the model config and metadata must be JSON-serializable ({error})") from None
     with atomic_write(path) as file:
-        xp.savez(file, **{_HEADER: xp.array(text), **arrays})
+        np.savez(file, **{_HEADER: np.array(text), **arrays})
 
 
 def load(path):
@@ -133,13 +136,13 @@ def _restore(checkpoint, model, optimizer):
         raise _Corrupt(f"the checkpoint's epoch must be an int >= 0; got {epoch!r}")
     if not isinstance(extra, dict) or not all(isinstance(key, str) for key in extra):
         raise _Corrupt("the checkpoint's extra values must be a dict with str keys")
-    if not isinstance(weights, dict) or not all(isinstance(a, xp.ndarray) for a in weights.values()):
+    if not isinstance(weights, dict) or not all(isinstance(a, np.ndarray) for a in weights.values()):
         raise _Corrupt("the checkpoint's weights must be a dict of arrays")
     _check_finite(weights, "weight")
     if optimizer is not None and checkpoint["optimizer"] is None:
         raise _Corrupt("this checkpoint holds no optimizer state")
     try:
-        xp.random.PCG64().state = checkpoint["rng"]  # the generator's own check, on a scratch one
+        np.random.PCG64().state = checkpoint["rng"]  # the generator's own check, on a scratch one
     except (TypeError, ValueError, KeyError, OverflowError) as error:
         raise _Corrupt(f"the checkpoint's random generator state is invalid ({error})") from None
     shapes = {name: array.shape for name, array in model.state_dict().items()}
@@ -159,7 +162,7 @@ def _restore(checkpoint, model, optimizer):
 
 
 def _arrays_in(tree, where="state"):
-    if isinstance(tree, xp.ndarray):
+    if isinstance(tree, np.ndarray):
         yield where, tree
     elif isinstance(tree, dict):
         for key, value in tree.items():
@@ -168,7 +171,7 @@ def _arrays_in(tree, where="state"):
 
 def _check_finite(arrays, what):
     for name, array in arrays.items():
-        if array.dtype.kind in "fc" and not xp.isfinite(array).all():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
             raise _Corrupt(
                 f"the {what} {name} holds NaN or infinite values; it cannot be used "
                 "(training probably diverged before it was saved)"
@@ -177,12 +180,13 @@ def _check_finite(arrays, what):
 
 # -- the tree <-> JSON structure + arrays -------------------------------------------------
 def _encode(value, arrays, where):
-    if isinstance(value, (xp.ndarray, xp.generic)):
+    value = to_host(value)
+    if isinstance(value, (np.ndarray, np.generic)):
         if value.dtype.hasobject:
             raise TypeError(f"save: {where} is an array of Python objects; only numeric, bool and str arrays are saved")
         name = f"a{len(arrays)}"
-        arrays[name] = xp.asarray(value)
-        return {"array" if isinstance(value, xp.ndarray) else "scalar": name}
+        arrays[name] = np.asarray(value)
+        return {"array" if isinstance(value, np.ndarray) else "scalar": name}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, dict):
@@ -348,8 +352,8 @@ def _layout(archive, info, name):
     """(dtype, shape, fortran_order, data offset) from a member's .npy header, checked:
     a plain number, bool or string dtype, and a shape whose bytes the member holds."""
     with archive.open(info) as file:
-        version = xp.lib.format.read_magic(file)
-        read_header = {(1, 0): xp.lib.format.read_array_header_1_0, (2, 0): xp.lib.format.read_array_header_2_0}
+        version = np.lib.format.read_magic(file)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
         if version not in read_header:
             raise _Corrupt(f"the array {name} has an unsupported .npy version {version}")
         try:
@@ -383,9 +387,9 @@ def _array(archive, info, layout):
         data = bytearray(info.file_size - offset)
         if file.readinto(data) != len(data):
             raise _Corrupt("the file is truncated")
-    if dtype.kind == "U" and (xp.frombuffer(data, dtype=dtype.byteorder + "u4") > 0x10FFFF).any():
+    if dtype.kind == "U" and (np.frombuffer(data, dtype=dtype.byteorder + "u4") > 0x10FFFF).any():
         raise _Corrupt("the file is corrupt (a string holds a character that does not exist)")
-    return xp.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
 
 
 def _header(archive, info):
@@ -428,9 +432,9 @@ def _header(archive, info):
 def _json_depth(text):
     """The deepest nesting of [ and { in JSON ``text``, brackets inside strings ignored."""
     brackets = re.sub(r'"(?:[^"\\]|\\.)*"', "", text).encode()
-    codes = xp.frombuffer(brackets, dtype=xp.uint8)
-    steps = (codes == ord("[")).astype(xp.int64) + (codes == ord("{")) - (codes == ord("]")) - (codes == ord("}"))
-    return int(xp.cumsum(steps).max(initial=0))
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = (codes == ord("[")).astype(np.int64) + (codes == ord("{")) - (codes == ord("]")) - (codes == ord("}"))
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _check_model_layout(header, layouts):

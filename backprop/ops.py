@@ -1,73 +1,62 @@
 """Primitive operations: each forward computation beside its vector-Jacobian products.
 
-A primitive computes its output array and hands ``Tensor._from_op`` one
+A primitive takes Tensors (``tensor.py`` lifts Python numbers and arrays to Tensors
+before calling one), computes its output array and hands ``_from_op`` of an input one
 ``(input, vjp)`` pair per input, where ``vjp(g)`` maps g = dL/dout to dL/dinput. A
 VJP may return a gradient of the broadcast shape: ``Tensor.backward`` sums it back to
 the input's shape in one place (``unbroadcast``). Every derivative in the library is
-one of these.
+one of these. This module never imports ``tensor.py``: the results are built through
+the inputs, so the two modules do not import each other. Each primitive takes its array
+module from its input (``backend.namespace``), and the binary ones refuse operands on two
+devices.
 
 Notation in the comments: g = dL/dout, y = the output.
 """
 
 import builtins
+import itertools
 import numbers
 
 from backprop import backend
-from backprop.backend import special, xp
-from backprop.tensor import Tensor
+from backprop.backend import namespace, same_device
 
 _SQRT_HALF = 0.7071067811865476  # 1/sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
 
 
-def as_tensor(x, like=None):
-    """A Tensor for x. A Python number takes the dtype of the Tensor it meets, so that
-    ``float32_tensor * 2.5`` stays float32."""
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, numbers.Number) and like is not None and like.dtype.kind == "f":
-        return Tensor(xp.asarray(x, dtype=like.dtype))
-    return Tensor(x)
-
-
-def _pair(a, b):
-    a = as_tensor(a, b if isinstance(b, Tensor) else None)
-    return a, as_tensor(b, a)
-
-
 # -- arithmetic (binary ops broadcast; backward() undoes it) -----------------------------
 def add(a, b):
-    a, b = _pair(a, b)
-    return Tensor._from_op(a.data + b.data, "add", ((a, lambda g: g), (b, lambda g: g)))
+    same_device(a.data, b.data, "add")
+    return a._from_op(a.data + b.data, "add", ((a, lambda g: g), (b, lambda g: g)))
 
 
 def sub(a, b):
-    a, b = _pair(a, b)
-    return Tensor._from_op(a.data - b.data, "sub", ((a, lambda g: g), (b, lambda g: -g)))
+    same_device(a.data, b.data, "sub")
+    return a._from_op(a.data - b.data, "sub", ((a, lambda g: g), (b, lambda g: -g)))
 
 
 def mul(a, b):
-    a, b = _pair(a, b)
     A, B = a.data, b.data
-    return Tensor._from_op(A * B, "mul", ((a, lambda g: g * B), (b, lambda g: g * A)))
+    same_device(A, B, "mul")
+    return a._from_op(A * B, "mul", ((a, lambda g: g * B), (b, lambda g: g * A)))
 
 
 def div(a, b):
-    a, b = _pair(a, b)
     A, B = a.data, b.data
-    return Tensor._from_op(A / B, "div", ((a, lambda g: g / B), (b, lambda g: -g * A / (B * B))))
+    same_device(A, B, "div")
+    return a._from_op(A / B, "div", ((a, lambda g: g / B), (b, lambda g: -g * A / (B * B))))
 
 
 def neg(a):
-    return Tensor._from_op(-a.data, "neg", ((a, lambda g: -g),))
+    return a._from_op(-a.data, "neg", ((a, lambda g: -g),))
 
 
 def pow(a, exponent):
     """y = a**p for a scalar p; dy/da = p a**(p-1)."""
-    if isinstance(exponent, Tensor) or not isinstance(exponent, numbers.Number):
+    if not isinstance(exponent, numbers.Number):
         raise TypeError(f"pow: the exponent must be a Python number; got {type(exponent).__name__}")
     A = a.data
-    return Tensor._from_op(A**exponent, "pow", ((a, lambda g: g * exponent * A ** (exponent - 1)),))
+    return a._from_op(A**exponent, "pow", ((a, lambda g: g * exponent * A ** (exponent - 1)),))
 
 
 def matmul(a, b):
@@ -76,8 +65,8 @@ def matmul(a, b):
     For matrices: dL/da = g b^T and dL/db = a^T g. A 1-D operand is treated as a
     row (left) or column (right) vector and the added axis removed again.
     """
-    a, b = _pair(a, b)
     A, B = a.data, b.data
+    same_device(A, B, "matmul")
     if A.ndim == 0 or B.ndim == 0:
         raise ValueError(f"matmul: operands must have at least one dimension; got shapes {A.shape} and {B.shape}")
     inner_b = B.shape[-2] if B.ndim > 1 else B.shape[0]
@@ -93,18 +82,18 @@ def matmul(a, b):
         if B.ndim == 1:
             g = g[..., None]
         if A.ndim == 1:
-            g = xp.expand_dims(g, -2)
+            g = g[..., None, :]
         return g
 
     def vjp_a(g):
-        ga = as_matrix(g) @ xp.swapaxes(B2, -1, -2)
+        ga = as_matrix(g) @ B2.swapaxes(-1, -2)
         return ga[..., 0, :] if A.ndim == 1 else ga
 
     def vjp_b(g):
-        gb = xp.swapaxes(A2, -1, -2) @ as_matrix(g)
+        gb = A2.swapaxes(-1, -2) @ as_matrix(g)
         return gb[..., 0] if B.ndim == 1 else gb
 
-    return Tensor._from_op(A @ B, "matmul", ((a, vjp_a), (b, vjp_b)))
+    return a._from_op(A @ B, "matmul", ((a, vjp_a), (b, vjp_b)))
 
 
 def linear(x, weight, bias=None):
@@ -114,6 +103,7 @@ def linear(x, weight, bias=None):
     One primitive for the whole affine map: one graph node, one output buffer.
     """
     X, W = x.data, weight.data
+    same_device(X, W, "linear")
     if X.shape[-1] != W.shape[1]:
         raise ValueError(
             f"linear: input has {X.shape[-1]} features (shape {X.shape}), "
@@ -132,61 +122,64 @@ def linear(x, weight, bias=None):
     if bias is not None:
         out += bias.data
         parents.append((bias, vjp_bias))
-    return Tensor._from_op(out, "linear", parents)
+    return x._from_op(out, "linear", parents)
 
 
 # -- elementwise functions ---------------------------------------------------------------
 def exp(a):
-    Y = xp.exp(a.data)
-    return Tensor._from_op(Y, "exp", ((a, lambda g: g * Y),))
+    Y = namespace(a.data).exp(a.data)
+    return a._from_op(Y, "exp", ((a, lambda g: g * Y),))
 
 
 def log(a):
     A = a.data
-    return Tensor._from_op(xp.log(A), "log", ((a, lambda g: g / A),))
+    return a._from_op(namespace(A).log(A), "log", ((a, lambda g: g / A),))
 
 
 def sqrt(a):
-    Y = xp.sqrt(a.data)
-    return Tensor._from_op(Y, "sqrt", ((a, lambda g: g / (2 * Y)),))
+    Y = namespace(a.data).sqrt(a.data)
+    return a._from_op(Y, "sqrt", ((a, lambda g: g / (2 * Y)),))
 
 
 def abs(a):
     A = a.data
-    return Tensor._from_op(xp.abs(A), "abs", ((a, lambda g: g * xp.sign(A)),))
+    xp = namespace(A)
+    return a._from_op(xp.abs(A), "abs", ((a, lambda g: g * xp.sign(A)),))
 
 
 def relu(a):
     """y = max(a, 0); dy/da = 1 where a > 0, else 0."""
     A = a.data
-    return Tensor._from_op(backend.relu(A), "relu", ((a, lambda g: g * (A > 0)),))
+    return a._from_op(backend.relu(A), "relu", ((a, lambda g: g * (A > 0)),))
 
 
 def leaky_relu(a, negative_slope=0.01):
     """y = a if a > 0 else slope*a; dy/da = 1 or slope."""
     A = a.data
+    xp = namespace(A)
     slope = xp.where(A > 0, xp.ones((), A.dtype), xp.asarray(negative_slope, A.dtype))
-    return Tensor._from_op(A * slope, "leaky_relu", ((a, lambda g: g * slope),))
+    return a._from_op(A * slope, "leaky_relu", ((a, lambda g: g * slope),))
 
 
 def sigmoid(a):
     """y = 1/(1+e^-a); dy/da = y(1-y)."""
-    Y = special.expit(a.data)
-    return Tensor._from_op(Y, "sigmoid", ((a, lambda g: g * Y * (1 - Y)),))
+    Y = backend.special_of(a.data).expit(a.data)
+    return a._from_op(Y, "sigmoid", ((a, lambda g: g * Y * (1 - Y)),))
 
 
 def tanh(a):
     """y = tanh(a); dy/da = 1 - y^2."""
-    Y = xp.tanh(a.data)
-    return Tensor._from_op(Y, "tanh", ((a, lambda g: g * (1 - Y * Y)),))
+    Y = namespace(a.data).tanh(a.data)
+    return a._from_op(Y, "tanh", ((a, lambda g: g * (1 - Y * Y)),))
 
 
 def gelu(a):
     """y = a Phi(a), Phi the standard normal CDF = (1 + erf(a/sqrt 2))/2 (the exact form);
     dy/da = Phi(a) + a phi(a), phi(a) = exp(-a^2/2)/sqrt(2 pi)."""
     A = a.data
-    cdf = 0.5 * (1 + special.erf(A * _SQRT_HALF))
-    return Tensor._from_op(
+    xp = namespace(A)
+    cdf = 0.5 * (1 + backend.special_of(A).erf(A * _SQRT_HALF))
+    return a._from_op(
         A * cdf, "gelu", ((a, lambda g: g * (cdf + A * _INV_SQRT_2PI * xp.exp(-0.5 * A * A))),)
     )
 
@@ -194,19 +187,21 @@ def gelu(a):
 def clip(a, min=None, max=None):
     """y = min(max(a, lo), hi); the gradient passes where lo <= a <= hi (as torch.clamp)."""
     A = a.data
+    xp = namespace(A)
     inside = xp.ones(A.shape, dtype=bool)
     if min is not None:
         inside &= A >= min
     if max is not None:
         inside &= A <= max
-    return Tensor._from_op(xp.clip(A, min, max), "clip", ((a, lambda g: g * inside),))
+    return a._from_op(xp.clip(A, min, max), "clip", ((a, lambda g: g * inside),))
 
 
-def where(condition, a, b):
-    """y = a where condition else b; the gradient goes to the side that was chosen."""
-    a, b = _pair(a, b)
-    C = condition.data if isinstance(condition, Tensor) else xp.asarray(condition)
-    return Tensor._from_op(
+def where(C, a, b):
+    """y = a where C else b, for a boolean array C; the gradient goes to the side that
+    was chosen."""
+    same_device(a.data, b.data, "where")
+    xp = namespace(a.data)
+    return a._from_op(
         xp.where(C, a.data, b.data), "where", ((a, lambda g: xp.where(C, g, 0)), (b, lambda g: xp.where(C, 0, g)))
     )
 
@@ -214,6 +209,7 @@ def where(condition, a, b):
 # -- reductions --------------------------------------------------------------------------
 def _expand(g, shape, axis, keepdims):
     """g of a reduction's output shape, broadcast back to the input's ``shape``."""
+    xp = namespace(g)
     if axis is None:  # a full reduction: g is one number
         return xp.full(shape, g, dtype=g.dtype)
     if not keepdims:
@@ -224,7 +220,7 @@ def _expand(g, shape, axis, keepdims):
 def sum(a, axis=None, keepdims=False):
     """y = sum of a over axis; dy/da = 1 (g copied back over the summed axes)."""
     A = a.data
-    return Tensor._from_op(
+    return a._from_op(
         A.sum(axis=axis, keepdims=keepdims), "sum", ((a, lambda g: _expand(g, A.shape, axis, keepdims)),)
     )
 
@@ -235,56 +231,48 @@ def mean(a, axis=None, keepdims=False):
     total = A.sum(axis=axis, keepdims=keepdims)
     count = A.size // total.size if total.size else 1
     Y = total / count if A.size else A.mean(axis=axis, keepdims=keepdims)  # NaN for no elements, as NumPy
-    return Tensor._from_op(Y, "mean", ((a, lambda g: _expand(g / count, A.shape, axis, keepdims)),))
+    return a._from_op(Y, "mean", ((a, lambda g: _expand(g / count, A.shape, axis, keepdims)),))
 
 
-def _extremum(a, axis, keepdims, reduce, name):
+def _extremum(a, axis, keepdims, name):
     """max/min over axis; the gradient is shared equally among tied extremes (torch.amax)."""
     A = a.data
-    Y = reduce(A, axis=axis, keepdims=True)
+    Y = getattr(A, name)(axis=axis, keepdims=True)
     chosen = A == Y
     share = chosen / chosen.sum(axis=axis, keepdims=True)
-    out = Y if keepdims else (Y.reshape(()) if axis is None else xp.squeeze(Y, axis))
-    return Tensor._from_op(out, name, ((a, lambda g: _expand(g, A.shape, axis, keepdims) * share),))
+    out = Y if keepdims else (Y.reshape(()) if axis is None else Y.squeeze(axis))
+    return a._from_op(out, name, ((a, lambda g: _expand(g, A.shape, axis, keepdims) * share),))
 
 
 def max(a, axis=None, keepdims=False):
-    return _extremum(a, axis, keepdims, xp.max, "max")
+    return _extremum(a, axis, keepdims, "max")
 
 
 def min(a, axis=None, keepdims=False):
-    return _extremum(a, axis, keepdims, xp.min, "min")
+    return _extremum(a, axis, keepdims, "min")
 
 
 # -- shape -------------------------------------------------------------------------------
 def reshape(a, shape):
     A = a.data
-    return Tensor._from_op(A.reshape(shape), "reshape", ((a, lambda g: g.reshape(A.shape)),))
+    return a._from_op(A.reshape(shape), "reshape", ((a, lambda g: g.reshape(A.shape)),))
 
 
 def transpose(a, axes=None):
     """Permute axes (reverse them when axes is None, as ``.T``); the VJP applies the inverse."""
-    inverse = None if axes is None else tuple(xp.argsort(axes))
-    return Tensor._from_op(xp.transpose(a.data, axes), "transpose", ((a, lambda g: xp.transpose(g, inverse)),))
-
-
-def _index_array(index):
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(_index_array(i) for i in index)
-    if isinstance(index, list):
-        return xp.asarray(index)
-    return index
+    xp = namespace(a.data)
+    inverse = None if axes is None else tuple(sorted(range(len(axes)), key=list(axes).__getitem__))
+    return a._from_op(xp.transpose(a.data, axes), "transpose", ((a, lambda g: xp.transpose(g, inverse)),))
 
 
 def getitem(a, index):
-    """y = a[index]: ints, slices, integer arrays or boolean masks. The VJP scatters g back;
-    integer arrays may repeat an element, so their contributions are added (``add.at``)."""
-    index = _index_array(index)
+    """y = a[index]: ints, slices, integer arrays or boolean masks (arrays, not Tensors).
+    The VJP scatters g back; integer arrays may repeat an element, so their contributions
+    are added (``add.at``)."""
     A = a.data
+    xp = namespace(A)
     parts = index if isinstance(index, tuple) else (index,)
-    repeats_possible = builtins.any(isinstance(i, xp.ndarray) and i.dtype.kind in "iu" for i in parts)
+    repeats_possible = builtins.any(getattr(i, "ndim", 0) and i.dtype.kind in "iu" for i in parts)
 
     def vjp(g):
         ga = xp.zeros_like(A)
@@ -294,48 +282,64 @@ def getitem(a, index):
             ga[index] = g
         return ga
 
-    return Tensor._from_op(A[index], "getitem", ((a, vjp),))
+    return a._from_op(A[index], "getitem", ((a, vjp),))
+
+
+def _joined_namespace(tensors, op):
+    """The array module of Tensors to be joined, which must all be on one device."""
+    for t in tensors[1:]:
+        same_device(tensors[0].data, t.data, op)
+    return namespace(tensors[0].data)
 
 
 def concatenate(tensors, axis=0):
-    """Join along an existing axis; the VJP cuts g back into the pieces."""
-    tensors = [as_tensor(t) for t in tensors]
-    bounds = xp.cumsum([t.data.shape[axis] for t in tensors])[:-1]
+    """Join Tensors along an existing axis; the VJP cuts g back into the pieces."""
+    xp = _joined_namespace(tensors, "concatenate")
+    bounds = list(itertools.accumulate(t.data.shape[axis] for t in tensors))[:-1]
 
     def piece(k):
         return lambda g: xp.split(g, bounds, axis=axis)[k]
 
     out = xp.concatenate([t.data for t in tensors], axis=axis)
-    return Tensor._from_op(out, "concatenate", [(t, piece(k)) for k, t in enumerate(tensors)])
+    return tensors[0]._from_op(out, "concatenate", [(t, piece(k)) for k, t in enumerate(tensors)])
 
 
 def stack(tensors, axis=0):
-    """Join along a new axis; the VJP takes slice k of g for input k."""
-    tensors = [as_tensor(t) for t in tensors]
+    """Join Tensors along a new axis; the VJP takes slice k of g for input k."""
+    xp = _joined_namespace(tensors, "stack")
 
     def piece(k):
         return lambda g: xp.take(g, k, axis=axis)
 
     out = xp.stack([t.data for t in tensors], axis=axis)
-    return Tensor._from_op(out, "stack", [(t, piece(k)) for k, t in enumerate(tensors)])
+    return tensors[0]._from_op(out, "stack", [(t, piece(k)) for k, t in enumerate(tensors)])
+
+
+# -- devices -----------------------------------------------------------------------------
+def to(a, device):
+    """y = a copied to ``device``; the VJP copies g back to a's device."""
+    source = backend.device(a.data)
+    return a._from_op(backend.to_device(a.data, device), "to", ((a, lambda g: backend.to_device(g, source)),))
 
 
 # -- softmax family (stable: every exponent is shifted by the maximum) -------------------
 def _log_softmax_array(A, axis):
+    xp = namespace(A)
     shifted = A - A.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def softmax(a, axis=-1):
     """s_i = e^{a_i} / sum_j e^{a_j}; VJP: s * (g - sum(g s))."""
-    S = xp.exp(_log_softmax_array(a.data, axis))
-    return Tensor._from_op(S, "softmax", ((a, lambda g: S * (g - (g * S).sum(axis=axis, keepdims=True))),))
+    S = namespace(a.data).exp(_log_softmax_array(a.data, axis))
+    return a._from_op(S, "softmax", ((a, lambda g: S * (g - (g * S).sum(axis=axis, keepdims=True))),))
 
 
 def log_softmax(a, axis=-1):
     """l_i = a_i - log sum_j e^{a_j}; VJP: g - softmax(a) * sum(g)."""
     L = _log_softmax_array(a.data, axis)
-    return Tensor._from_op(
+    xp = namespace(L)
+    return a._from_op(
         L, "log_softmax", ((a, lambda g: g - xp.exp(L) * g.sum(axis=axis, keepdims=True)),)
     )
 
@@ -353,6 +357,8 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, reduction="none")
     ever formed, once.
     """
     Z = logits.data
+    same_device(Z, target, "cross_entropy")
+    xp = namespace(Z)
     shifted = Z - Z.max(axis=1, keepdims=True)
     P = xp.exp(shifted)
     total = P.sum(axis=1, keepdims=True)
@@ -383,15 +389,17 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, reduction="none")
         d[rows, target] -= g if count is None else w
         return d
 
-    return Tensor._from_op(loss, "softmax_cross_entropy", ((logits, vjp),))
+    return logits._from_op(loss, "softmax_cross_entropy", ((logits, vjp),))
 
 
 def binary_cross_entropy_with_logits(logits, target):
     """Per-element l = -[y log s(z) + (1-y) log(1-s(z))], computed as
     max(z,0) - z y + log(1 + e^{-|z|}) so no exponent overflows; dl/dz = s(z) - y."""
     Z = logits.data
+    same_device(Z, target, "binary_cross_entropy_with_logits")
+    xp = namespace(Z)
     Y = target.astype(Z.dtype, copy=False)
     loss = xp.maximum(Z, 0) - Z * Y + xp.log1p(xp.exp(-xp.abs(Z)))
-    return Tensor._from_op(
-        loss, "binary_cross_entropy_with_logits", ((logits, lambda g: g * (special.expit(Z) - Y)),)
+    return logits._from_op(
+        loss, "binary_cross_entropy_with_logits", ((logits, lambda g: g * (backend.special_of(Z).expit(Z) - Y)),)
     )

@@ -15,7 +15,7 @@ from scipy.special import expit, softmax
 from backprop.datasets import load_dataset, standardize, standardize_stats
 from backprop.io import load
 from backprop.nn import LOSSES
-from backprop.nn.module import evaluating, parameter_dtype
+from backprop.nn.module import evaluating, parameter_device, parameter_dtype
 from backprop.tensor import Tensor
 from backprop.training import evaluate
 
@@ -148,9 +148,10 @@ def label_names(meta, data, classes):
 
 
 def outputs(model, X):
-    """The model's outputs for the rows of X, in eval mode without a graph."""
+    """The model's outputs for the rows of X, computed on the model's device in eval mode
+    without a graph, as a host array."""
     with evaluating(model):
-        return model(Tensor(X.astype(parameter_dtype(model), copy=False))).data
+        return model(Tensor(X.astype(parameter_dtype(model), copy=False), device=parameter_device(model))).numpy()
 
 
 def probabilities(logits):

@@ -12,14 +12,18 @@ node's VJPs, and sum the contributions that reach a node along different paths.
 Every Tensor is numbered when it is created, and an operation's result is created
 after its inputs, so "newest first" is such an order: the walk keeps the nodes that
 have received a gradient in a heap and always takes the newest. The primitives and
-their VJPs live in ``ops.py``.
+their VJPs live in ``ops.py``, which takes Tensors: the operator methods here lift
+Python numbers and arrays to Tensors (``as_tensor``) and call the primitive, which
+builds its result through ``_from_op`` of an input, so ``ops.py`` never imports this
+module back.
 """
 
 import contextlib
 import heapq
 import itertools
+import numbers
 
-from backprop.backend import xp
+from backprop import backend, ops
 
 _grad_enabled = True
 _creation_order = itertools.count()  # Tensor._seq: a node is always numbered after its inputs
@@ -42,12 +46,14 @@ def is_grad_enabled():
 
 
 def _as_array(data, dtype=None):
-    """Python data becomes float32 (ints stay int64, bools bool); arrays keep their dtype.
+    """Python data becomes float32 (ints stay int64, bools bool); arrays keep their dtype
+    and their device (a NumPy array is on the CPU, a CuPy array on the GPU).
 
     As ``torch.tensor``, only numbers are accepted: bool, integer, floating and complex
     values; strings, bytes, None, objects and ragged lists are a TypeError or ValueError."""
     if isinstance(data, Tensor):
         data = data.data
+    xp = backend.namespace(data)
     if isinstance(data, xp.ndarray):
         _check_numeric(data.dtype, data)
         return data if dtype is None else data.astype(dtype, copy=False)
@@ -63,23 +69,26 @@ def _as_array(data, dtype=None):
 
 def _check_numeric(dtype, data):
     if dtype.kind not in "biufc":
-        got = f"an array of dtype {dtype}" if isinstance(data, xp.ndarray) else f"{type(data).__name__} data"
+        got = f"an array of dtype {dtype}" if hasattr(data, "dtype") else f"{type(data).__name__} data"
         raise TypeError(f"Tensor: expected numbers (bool, int, float or complex); got {got}")
 
 
 class Tensor:
     """A multidimensional array with an optional gradient.
 
-    ``Tensor(data, requires_grad=False, dtype=None)``: ``data`` is anything
-    ``numpy.asarray`` accepts. Python floats become float32, as in PyTorch; an
-    ndarray keeps its dtype (float64 stays float64).
+    ``Tensor(data, requires_grad=False, dtype=None, device=None)``: ``data`` is anything
+    ``numpy.asarray`` accepts, or a CuPy array. Python floats become float32, as in
+    PyTorch; an ndarray keeps its dtype (float64 stays float64). ``device`` ("cpu" or
+    "cuda") moves the data there; by default it stays where it is (Python data: "cpu").
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_op", "_retains_grad", "_seq", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
 
-    def __init__(self, data, requires_grad=False, dtype=None):
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
         data = _as_array(data, dtype)
+        if device is not None:
+            data = backend.to_device(data, device)
         if requires_grad and data.dtype.kind not in "fc":
             raise TypeError(f"only floating-point Tensors can require gradients; got dtype {data.dtype}")
         self._setup(data, bool(requires_grad), None, ())
@@ -95,11 +104,13 @@ class Tensor:
         self._retains_grad = False
         self._seq = next(_creation_order)
 
-    @classmethod
-    def _from_op(cls, data, op, parents):
-        """The result of an operation: ``parents`` is a sequence of (input, vjp) pairs. It
-        records the graph only when gradients are enabled and an input requires them."""
-        out = cls.__new__(cls)
+    @staticmethod
+    def _from_op(data, op, parents):
+        """The result of an operation, a Tensor (also when an input is a Parameter):
+        ``parents`` is a sequence of (input, vjp) pairs. It records the graph only when
+        gradients are enabled and an input requires them. The primitives call it through
+        an input (``a._from_op``)."""
+        out = Tensor.__new__(Tensor)
         if _grad_enabled:
             parents = tuple([pair for pair in parents if pair[0].requires_grad])
             if parents:
@@ -114,6 +125,7 @@ class Tensor:
     ndim = property(lambda self: self.data.ndim)
     size = property(lambda self: self.data.size)
     is_leaf = property(lambda self: self._op is None)
+    device = property(lambda self: backend.device(self.data), doc='"cpu" or "cuda": where the data lives.')
 
     @property
     def op(self):
@@ -130,12 +142,23 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self):
-        body = xp.array2string(self.data, separator=", ", prefix="Tensor(")
+        host = backend.to_host(self.data)
+        body = backend.xp.array2string(host, separator=", ", prefix="Tensor(")
         extra = f", op={self._op}" if self._op else (", requires_grad=True" if self.requires_grad else "")
-        return f"Tensor({body}{extra})"
+        on = ", device='cuda'" if self.device == "cuda" else ""
+        return f"Tensor({body}{on}{extra})"
 
     def numpy(self):
-        return self.data
+        """The values as a NumPy array: ``.data`` itself on the CPU, a copy from the GPU."""
+        return backend.to_host(self.data)
+
+    def to(self, device):
+        """This Tensor on ``device`` ("cpu" or "cuda"): itself if it is there already, else
+        a copy that the gradient flows back through (to the original's device)."""
+        return self if self.device == backend.check_device(device) else ops.to(self, device)
+
+    def cpu(self):
+        return self.to("cpu")
 
     def item(self):
         if self.data.size != 1:
@@ -162,36 +185,36 @@ class Tensor:
         """Keep dL/d(self) in ``.grad`` after backward() although this is not a leaf."""
         self._retains_grad = True
 
-    # -- operators and methods: each forwards to its primitive in ops.py -------------------
+    # -- operators and methods: each lifts its operands and calls its primitive in ops.py --
     def __add__(self, other):
-        return ops.add(self, other)
+        return ops.add(self, as_tensor(other, self))
 
     def __radd__(self, other):
-        return ops.add(other, self)
+        return ops.add(as_tensor(other, self), self)
 
     def __sub__(self, other):
-        return ops.sub(self, other)
+        return ops.sub(self, as_tensor(other, self))
 
     def __rsub__(self, other):
-        return ops.sub(other, self)
+        return ops.sub(as_tensor(other, self), self)
 
     def __mul__(self, other):
-        return ops.mul(self, other)
+        return ops.mul(self, as_tensor(other, self))
 
     def __rmul__(self, other):
-        return ops.mul(other, self)
+        return ops.mul(as_tensor(other, self), self)
 
     def __truediv__(self, other):
-        return ops.div(self, other)
+        return ops.div(self, as_tensor(other, self))
 
     def __rtruediv__(self, other):
-        return ops.div(other, self)
+        return ops.div(as_tensor(other, self), self)
 
     def __matmul__(self, other):
-        return ops.matmul(self, other)
+        return ops.matmul(self, as_tensor(other, self))
 
     def __rmatmul__(self, other):
-        return ops.matmul(other, self)
+        return ops.matmul(as_tensor(other, self), self)
 
     def __neg__(self):
         return ops.neg(self)
@@ -200,19 +223,19 @@ class Tensor:
         return ops.pow(self, exponent)
 
     def __getitem__(self, index):
-        return ops.getitem(self, index)
+        return ops.getitem(self, _index_array(index))
 
     def __lt__(self, other):
-        return Tensor(self.data < _as_array(other))
+        return Tensor(self.data < _operand(other))
 
     def __le__(self, other):
-        return Tensor(self.data <= _as_array(other))
+        return Tensor(self.data <= _operand(other))
 
     def __gt__(self, other):
-        return Tensor(self.data > _as_array(other))
+        return Tensor(self.data > _operand(other))
 
     def __ge__(self, other):
-        return Tensor(self.data >= _as_array(other))
+        return Tensor(self.data >= _operand(other))
 
     @property
     def T(self):
@@ -286,11 +309,12 @@ class Tensor:
                 raise RuntimeError(
                     f"backward() without a grad argument needs a scalar output; got shape {self.shape}"
                 )
-            grad = xp.ones(self.data.shape, self.data.dtype)
+            grad = backend.namespace(self.data).ones(self.data.shape, self.data.dtype)
         else:
             grad = _as_array(grad, self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, expected {self.shape}")
+            backend.same_device(self.data, grad, "backward(grad)")
 
         grads = {id(self): grad}  # dL/dnode, summed over the paths seen so far
         handed_out = {id(grad)}  # arrays already stored somewhere: a leaf must not alias them
@@ -356,6 +380,42 @@ def tensor(data, requires_grad=False, dtype=None):
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-from backprop import ops  # noqa: E402  (ops builds its results as Tensors: the one import cycle left, see ARCHITECTURE.md)
+def as_tensor(x, like=None):
+    """A Tensor for x (x itself if it is one). A Python number takes the float dtype of
+    the Tensor ``like`` it meets, so that ``float32_tensor * 2.5`` stays float32, and
+    its device."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and isinstance(x, numbers.Number):
+        if like.dtype.kind == "f":
+            return Tensor(backend.namespace(like.data).asarray(x, dtype=like.dtype))
+        return Tensor(x, device=like.device)
+    return Tensor(x)
 
-__all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "unbroadcast"]
+
+def where(condition, input, other):
+    """``input`` where ``condition`` else ``other``, as ``torch.where``: either may be a
+    number; ``condition`` is a boolean Tensor or array."""
+    like = input if isinstance(input, Tensor) else other if isinstance(other, Tensor) else None
+    input, other = as_tensor(input, like), as_tensor(other, like)
+    condition = condition.data if isinstance(condition, Tensor) else backend.namespace(input.data).asarray(condition)
+    return ops.where(condition, input, other)
+
+
+def _index_array(index):
+    """An index with its Tensors and lists as arrays, as ``ops.getitem`` takes it."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(_index_array(i) for i in index)
+    if isinstance(index, list):
+        return backend.xp.asarray(index)
+    return index
+
+
+def _operand(other):
+    """A comparison's other side: a Tensor's array, anything else as it is (a number)."""
+    return other.data if isinstance(other, Tensor) else other
+
+
+__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "unbroadcast"]

@@ -22,7 +22,7 @@ from backprop.callbacks import Callback, EarlyStopping, GradientFlow, GradientWa
 from backprop.compile import train_step_for
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
 from backprop.metrics import METRICS
-from backprop.nn.module import evaluating, parameter_dtype
+from backprop.nn.module import evaluating, parameter_device, parameter_dtype
 from backprop.tensor import Tensor, _as_array
 
 __all__ = [
@@ -118,7 +118,7 @@ def fit(
     train, val = _from_pandas("train", train), _from_pandas("val", val)
     metric_names = _check_metrics(metrics)
     threshold = _threshold(loss_fn)
-    dtype = parameter_dtype(model)
+    dtype, device = parameter_dtype(model), parameter_device(model)
     train_loader = _loader("train", train, batch_size, shuffle, sampler, model, dtype, threshold)
     val_loader = None if val is None else _loader("val", val, batch_size, False, None, model, dtype, threshold)
     _probe(model, loss_fn, train_loader.dataset)
@@ -155,7 +155,7 @@ def fit(
                         f"fit: the loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
                         "try a smaller learning rate or standardized features"
                     )
-                totals.add(value, train_step.output, y.data)
+                totals.add(value, train_step.output, y.to(device).data)
                 progress.batch_done(totals)
                 for callback in callbacks:
                     callback.on_batch_end(batch, {"loss": value})
@@ -202,7 +202,9 @@ def evaluate(model, data, loss_fn=None, metrics=("accuracy",), batch_size=None):
 def _evaluate(model, loader, loss_fn, metric_names, threshold, parallel=None):
     totals = _Totals(metric_names, threshold, with_loss=loss_fn is not None)
     with evaluating(model):
+        device = parameter_device(model)
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             output = model(x)
             totals.add(loss_fn(output, y).item() if loss_fn is not None else None, output.data, y.data)
     if parallel is not None:
@@ -349,7 +351,7 @@ def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):
 def _probe(model, loss_fn, dataset):
     """Run one example through the model and the loss, so that a shape mismatch fails
     here in one sentence rather than deep inside the first step."""
-    x, y = (Tensor(_as_array(field)[None]) for field in dataset[0][:2])
+    x, y = (Tensor(_as_array(field)[None], device=parameter_device(model)) for field in dataset[0][:2])
     with evaluating(model):
         try:
             output = model(x)

@@ -63,15 +63,16 @@ def _cycles(graph):
     return sorted(found)
 
 
-# tensor.py's operator methods call the primitives in ops.py, which build their results as
-# Tensors: the one cycle left (ARCHITECTURE.md). Any other cycle fails the test.
-KNOWN_CYCLES = [("backprop.ops", "backprop.tensor")]
-
-
-def test_the_package_has_no_import_cycle_but_tensor_and_ops_lazy_imports_included():
+def test_the_package_has_no_import_cycle_lazy_imports_included():
     modules = _modules()
     graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
-    assert _cycles(graph) == KNOWN_CYCLES
+    assert _cycles(graph) == []
+
+
+def test_ops_does_not_import_tensor_and_tensor_imports_ops():
+    modules = _modules()
+    assert "backprop.tensor" not in _imports(modules["backprop.ops"], modules)
+    assert "backprop.ops" in _imports(modules["backprop.tensor"], modules)
 
 
 def test_the_cycle_finder_finds_every_cycle():

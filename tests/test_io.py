@@ -221,7 +221,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monk
         file.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(backprop.io.xp, "savez", dies_midway)
+    monkeypatch.setattr(backprop.io.np, "savez", dies_midway)
     with pytest.raises(OSError, match="disk full"):
         save({"version": "new", "w": np.zeros(3)}, path)
     monkeypatch.undo()

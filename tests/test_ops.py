@@ -188,6 +188,20 @@ def test_where_routes_the_gradient_to_the_chosen_side():
           torch_fn=lambda a, b: torch.where(torch.tensor(condition), a, b))
 
 
+def test_where_takes_a_number_on_either_side_and_a_tensor_condition_as_torch():
+    pytest.importorskip("torch")
+    x = bp.Tensor(np.array([-1.0, 2.0, -3.0], np.float32), requires_grad=True)
+    condition = x > 0
+    y = bp.where(condition, x, 0.5) + bp.where(condition, 0.25, x)
+    y.sum().backward()
+    xt = torch.tensor([-1.0, 2.0, -3.0], requires_grad=True)
+    yt = torch.where(xt > 0, xt, 0.5) + torch.where(xt > 0, 0.25, xt)
+    yt.sum().backward()
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y.data, yt.detach().numpy())
+    np.testing.assert_array_equal(x.grad, xt.grad.numpy())
+
+
 def test_softmax_cross_entropy_with_indices_and_probabilities_matches_torch():
     labels = np.array([2, 0, 1, 2])
     probabilities = np.random.default_rng(1).dirichlet(np.ones(3), size=4)

@@ -47,7 +47,7 @@ def regression(n_targets=1, positive=False):
 def fit_both(ours, X, y, **fit_params):
     """Fit ``ours`` and scikit-learn's estimator with the same parameters on the same data."""
     name = type(ours).__name__
-    theirs = getattr(neural_network, name)(**{k: v for k, v in ours.get_params().items() if k not in ("dropout", "delta")})
+    theirs = getattr(neural_network, name)(**{k: v for k, v in ours.get_params().items() if k not in ("dropout", "delta", "device")})
     with warnings.catch_warnings(record=True) as their_warnings:
         warnings.simplefilter("always")
         theirs.fit(X, y, **fit_params)

@@ -32,6 +32,12 @@ def test_backward_grad_of_the_wrong_shape_is_refused():
         (x * 2).backward(np.ones(3))
 
 
+def test_an_operation_on_a_parameter_gives_a_plain_tensor():
+    weight = bp.nn.Parameter(np.ones(2))
+    for result in (weight * 2, 2 * weight, weight.exp(), weight[0], bp.stack([weight, weight])):
+        assert type(result) is bp.Tensor and result.requires_grad
+
+
 def test_gradients_accumulate_across_backward_calls():
     x = bp.Tensor([1.0, -2.0], requires_grad=True)
     (x * x).sum().backward()

@@ -10,6 +10,7 @@ import numpy as np
 
 import backprop
 from backprop import distributed, nn, optim
+from backprop.backend import DEVICES, check_device
 from backprop.cli.common import (
     BatchSize,
     LayerSizes,
@@ -69,6 +70,7 @@ def _architecture(model):
 @click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Share of the examples held out for the final test.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, the initialization and the shuffling.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--device", type=click.Choice(list(DEVICES)), default="cpu", show_default=True, help="Where to train: cuda needs CuPy (backprop[cuda12] or backprop[cuda13]); the saved model loads anywhere.")
 @click.option("--out", type=click.Path(dir_okay=False), default="model.npz", show_default=True, callback=writable, help="Where to save the trained model.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=writable, help="Write the learning curves to this PNG.")
 @click.option("--grad-report", type=click.Path(dir_okay=False), default=None, callback=writable, help="Write per-layer gradient norms per epoch to this PNG and warn of vanishing or exploding gradients.")
@@ -85,6 +87,10 @@ def train(is_distributed, workers, **options):
     chosen = [f"--{name}" for name in ("hidden", "activation") if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
     if options["init_path"] is not None and chosen:
         raise click.BadParameter(f"with --init the network is the model's; {' and '.join(chosen)} cannot be given with it")
+    try:
+        check_device(options["device"])
+    except RuntimeError as error:  # no CuPy or no GPU: the command's one-line error, exit status 1
+        raise click.ClickException(f"--device {options['device']}: {error}") from None
     check_files({"--data": options["data"], "--init": options["init_path"]},
                 {"--out": options["out"], "--plot": options["plot"], "--grad-report": options["grad_report"]})
     if workers is not None:
@@ -131,7 +137,7 @@ def _quiet_unless(speaks):
 
 def _network(init_path, sizes, activation, dtype, batch_size):
     """A new MLP of ``sizes``, or the model of ``init_path`` (checked against the data's
-    features and the outputs the loss needs) to fine-tune."""
+    features and the outputs the loss needs) to fine-tune; on the host."""
     if init_path is None:
         check_memory(nn.mlp_memory(sizes, dtype, batch_size), f"a network of layer sizes {','.join(map(str, sizes))}")
         return nn.mlp(sizes, activation, dtype=getattr(np, dtype))
@@ -143,7 +149,7 @@ def _network(init_path, sizes, activation, dtype, batch_size):
     return model.to(getattr(np, dtype))
 
 
-def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epochs, patience, val_fraction, test_fraction, seed, dtype, out, plot, grad_report, init_path, is_distributed, writes, as_json):
+def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epochs, patience, val_fraction, test_fraction, seed, dtype, device, out, plot, grad_report, init_path, is_distributed, writes, as_json):
     """The training itself; ``writes``: this process prints and writes the files (rank 0)."""
     started = time.perf_counter()
     task = {"auto": None, "ce": "classification", "bce": "classification", "mse": "regression"}[loss]
@@ -160,7 +166,7 @@ def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, ep
 
     backprop.manual_seed(seed)
     outputs = {"ce": dataset.n_classes, "bce": 1, "mse": 1}[loss]
-    model = _network(init_path, (X.shape[1], *hidden, outputs), activation, dtype, batch_size or len(train_rows))
+    model = _network(init_path, (X.shape[1], *hidden, outputs), activation, dtype, batch_size or len(train_rows)).to(device)
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     name, extra = OPTIMIZERS[optimizer]
     opt = getattr(optim, name)(model.parameters(), lr=lr, **extra)
@@ -188,6 +194,7 @@ def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, ep
         progress=True,
         distributed=is_distributed,
     )
+    model.to("cpu")  # scoring and saving are host-side
     trained = len(history.epoch)
     best = callbacks[0].best_epoch + 1 if patience and callbacks[0].best_epoch is not None else trained
     seconds = time.perf_counter() - started

@@ -320,8 +320,8 @@ def _layers_and_loss(model, loss_fn):
             apply = {"softmax": lambda z: ops.softmax(z, -1), "sigmoid": ops.sigmoid, "identity": lambda z: z}[name]
         else:
             name, apply = _MODULE_ACTIVATIONS[type(module)], module
-        weight = Tensor(linear.weight.data.astype(np.float64), requires_grad=True)
-        bias = None if linear.bias is None else Tensor(linear.bias.data.astype(np.float64), requires_grad=True)
+        weight = Tensor(linear.weight.numpy().astype(np.float64), requires_grad=True)  # host copies
+        bias = None if linear.bias is None else Tensor(linear.bias.numpy().astype(np.float64), requires_grad=True)
         layers.append(_Layer(weight, bias, name, apply))
     if loss in ("ce", "bce") and layers[-1].activation not in ("softmax", "sigmoid"):
         raise ValueError(

@@ -8,11 +8,9 @@ ndarray; ``reduction`` is ``'mean'`` (over all elements; over the batch for
 cross-entropy), ``'sum'`` or ``'none'`` (the per-element losses).
 """
 
-from backprop import ops
-from backprop.ops import as_tensor
-from backprop.backend import xp
+from backprop import backend, ops
 from backprop.random import generator
-from backprop.tensor import Tensor
+from backprop.tensor import Tensor, as_tensor, where
 
 __all__ = [
     "relu",
@@ -78,7 +76,7 @@ def dropout(input, p=0.5, training=True):
         return input
     keep = generator().random(input.shape) >= p
     mask = keep.astype(input.dtype) * (1.0 / (1.0 - float(p)))
-    return ops.mul(input, Tensor(mask))
+    return ops.mul(input, Tensor(mask, device=input.device))
 
 
 def linear(input, weight, bias=None):
@@ -104,10 +102,15 @@ def _reduce(loss, reduction):
 
 def _target_array(target, input, name):
     """The target as an ndarray of the input's float dtype, with the input's shape."""
-    array = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    array = _target_data(target, input)
     if array.shape != input.shape:
         raise ValueError(f"{name}: target has shape {array.shape}, but the input has shape {input.shape}")
     return array.astype(input.dtype, copy=False)
+
+
+def _target_data(target, input):
+    """A Tensor target's array, or array data made an array on the input's device."""
+    return target.data if isinstance(target, Tensor) else backend.namespace(input.data).asarray(target)
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -124,8 +127,8 @@ def _clamped_log(x):
     """max(log x, -100), as PyTorch's binary cross-entropy: the loss stays finite at
     x = 0. There the value is the constant -100, so no 0/0 reaches the gradient."""
     positive = x.data > 0
-    safe = ops.where(positive, x, 1.0)
-    return ops.where(positive, ops.log(safe), -100.0).clip(min=-100.0)
+    safe = where(positive, x, 1.0)
+    return where(positive, ops.log(safe), -100.0).clip(min=-100.0)
 
 
 def binary_cross_entropy(input, target, reduction="mean"):
@@ -153,7 +156,7 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean"):
 
 def _class_indices(target, input, name):
     """Integer class indices of shape (N,), each in 0..C-1, for an input of shape (N, C)."""
-    array = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    array = _target_data(target, input)
     n, classes = input.shape
     if array.dtype.kind not in "iu":
         raise ValueError(
@@ -188,7 +191,7 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
     _check_logits(input, "cross_entropy")
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1]; got {label_smoothing}")
-    array = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    array = _target_data(target, input)
     if array.ndim == 2:
         array = _target_array(array, input, "cross_entropy")
     else:
@@ -201,4 +204,4 @@ def nll_loss(input, target, reduction="mean"):
     input = as_tensor(input)
     _check_logits(input, "nll_loss")
     indices = _class_indices(target, input, "nll_loss")
-    return _reduce(-input[xp.arange(len(indices)), indices], reduction)
+    return _reduce(-input[backend.namespace(input.data).arange(len(indices)), indices], reduction)

@@ -14,6 +14,7 @@ or evaluated.
 import contextlib
 from collections import namedtuple
 
+from backprop import backend
 from backprop.backend import xp
 from backprop.tensor import Tensor, no_grad
 
@@ -118,9 +119,19 @@ class Module:
             else:
                 parameter.grad[...] = 0
 
-    def to(self, dtype):
-        """Convert every parameter (and gradient) to ``dtype``, keeping the Parameter objects; returns self."""
-        dtype = xp.dtype(dtype)
+    def to(self, device_or_dtype):
+        """Move every parameter (and gradient) to a device ("cpu" or "cuda"), or convert it to
+        a floating dtype, keeping the Parameter objects; returns self. An optimizer's state
+        is made from the parameters on its first step, so build or step it after the move
+        (as in PyTorch); ``Optimizer.load_state_dict`` puts saved state on their device."""
+        if isinstance(device_or_dtype, str) and device_or_dtype.startswith(backend.DEVICES):
+            device = backend.check_device(device_or_dtype)
+            for parameter in self.parameters():
+                parameter.data = backend.to_device(parameter.data, device)
+                if parameter.grad is not None:
+                    parameter.grad = backend.to_device(parameter.grad, device)
+            return self
+        dtype = xp.dtype(device_or_dtype)
         if dtype.kind != "f":
             raise TypeError(f"Module.to: expected a floating-point dtype; got {dtype}")
         for parameter in self.parameters():
@@ -128,6 +139,12 @@ class Module:
             if parameter.grad is not None:
                 parameter.grad = parameter.grad.astype(dtype)
         return self
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
 
     def double(self):
         return self.to(xp.float64)
@@ -137,13 +154,15 @@ class Module:
 
     # -- weights as data -----------------------------------------------------------------
     def state_dict(self):
-        """{dotted name: copy of the parameter's array}: a snapshot that later training leaves alone."""
+        """{dotted name: copy of the parameter's array}, on the parameter's device: a snapshot
+        that later training leaves alone."""
         return {name: parameter.data.copy() for name, parameter in self.named_parameters()}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy the arrays of ``state_dict`` into the parameters, in place (optimizers keep
         their references). Every shape is checked before anything is copied. With
-        ``strict``, the keys must match exactly. Returns (missing_keys, unexpected_keys)."""
+        ``strict``, the keys must match exactly; arrays from another device are moved to the
+        parameters'. Returns (missing_keys, unexpected_keys)."""
         parameters = dict(self.named_parameters())
         missing = [name for name in parameters if name not in state_dict]
         unexpected = [name for name in state_dict if name not in parameters]
@@ -156,7 +175,8 @@ class Module:
         for name, parameter in parameters.items():
             if name in state_dict:
                 value = state_dict[name]
-                value = value.data if isinstance(value, Tensor) else xp.asarray(value)
+                value = value.data if isinstance(value, Tensor) else value
+                value = backend.to_device(xp.asarray(value) if backend.device(value) == "cpu" else value, parameter.device)
                 if value.shape != parameter.shape:
                     raise ValueError(
                         f"load_state_dict: {name} has shape {parameter.shape} in the model, "
@@ -268,6 +288,12 @@ def parameter_dtype(model):
     """The dtype of the model's first parameter (float32 for a model without parameters)."""
     parameter = next(iter(model.parameters()), None)
     return parameter.dtype if parameter is not None else xp.float32
+
+
+def parameter_device(model):
+    """The device of the model's first parameter ("cpu" for a model without parameters)."""
+    parameter = next(iter(model.parameters()), None)
+    return parameter.device if parameter is not None else "cpu"
 
 
 @contextlib.contextmanager

@@ -23,11 +23,12 @@ label names, from the arg max of the probabilities) and ``probabilities`` (N, cl
 
 import json
 import os
-import secrets
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from backprop.files import atomic_write
 
 DEFAULT_OPSET = 17  # read by ONNX Runtime 1.11 and later, and by most other runtimes
 MIN_OPSET = 13  # Softmax over one axis, Dropout's ratio as an input
@@ -63,7 +64,8 @@ def export(model, path, input_example=None, opset=None, metadata=None):
     )
     helper.set_model_props(proto, props)
     onnx.checker.check_model(proto, full_check=True)
-    _write_atomically(path, proto.SerializeToString())
+    with atomic_write(path, "wb") as file:
+        file.write(proto.SerializeToString())
 
 
 # -- what is exported: the network, and the preprocessing and outputs around it -----------
@@ -196,11 +198,11 @@ def _layer_nodes(graph, layer, x, name, shape_in, shape_out):
     if kind not in LAYERS or getattr(nn, kind) is not type(layer):  # not a subclass with another forward
         raise ValueError(f"export: layer {name} is a {kind}; ONNX export covers {', '.join(LAYERS)}")
     if kind == "Linear":
-        weight = graph.constant(f"{name}.weight", layer.weight.data)
-        bias = [graph.constant(f"{name}.bias", layer.bias.data)] if layer.bias is not None else []
+        weight = graph.constant(f"{name}.weight", layer.weight.numpy())
+        bias = [graph.constant(f"{name}.bias", layer.bias.numpy())] if layer.bias is not None else []
         if len(shape_in) == 2:
             return graph.op("Gemm", [x, weight, *bias], f"{name}/Gemm", transB=1)
-        x = graph.op("MatMul", [x, graph.constant(f"{name}.weight_t", layer.weight.data.T)], f"{name}/MatMul")
+        x = graph.op("MatMul", [x, graph.constant(f"{name}.weight_t", layer.weight.numpy().T)], f"{name}/MatMul")
         return graph.op("Add", [x, *bias], f"{name}/Add") if bias else x
     if kind in ("ReLU", "Sigmoid", "Tanh", "Identity"):
         return graph.op({"ReLU": "Relu"}.get(kind, kind), [x], f"{name}/{kind}")
@@ -254,7 +256,7 @@ def _shapes(network, input_example):
     dtype = _dtype(network, example)
     shapes = [example.shape]
     was_training = [layer.training for layer in layers]
-    x = Tensor(example[:1].astype(dtype))
+    x = Tensor(example[:1].astype(dtype), device=nn.module.parameter_device(network))
     try:
         with no_grad():
             for layer in layers:
@@ -303,21 +305,3 @@ def _version():
 
     return __version__
 
-
-def _write_atomically(path, data):
-    """Write bytes to a temporary file beside ``path``, fsync, rename over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"export: the folder {folder} does not exist")
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

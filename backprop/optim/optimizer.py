@@ -28,6 +28,7 @@ parameters of different dtypes or step counts).
 import numbers
 from collections import defaultdict
 
+from backprop import backend
 from backprop.backend import xp
 from backprop.tensor import Tensor
 
@@ -308,8 +309,9 @@ class FlatGroup:
 
     @classmethod
     def of(cls, params, state):
-        """The flat form of ``params``, or None when they differ in dtype, state or step."""
-        if not params or len({p.data.dtype for p in params}) != 1:
+        """The flat form of ``params``, or None when they differ in dtype, state or step, or
+        are not on the CPU (the flat buffers and fused kernels are NumPy-only)."""
+        if not params or len({p.data.dtype for p in params}) != 1 or params[0].device != "cpu":
             return None
         states = [state.get(p, {}) for p in params]
         if any(set(s) != set(states[0]) for s in states):
@@ -356,7 +358,7 @@ class FlatGroup:
 
 def _plain(value):
     """``value`` as ndarrays, Python numbers, strings, bools, lists and None only."""
-    if isinstance(value, xp.ndarray):
+    if isinstance(value, backend.namespace(value).ndarray):
         return value.copy()
     if isinstance(value, xp.generic):
         return value.item()
@@ -377,4 +379,4 @@ def _restored(value, p, name):
         raise ValueError(
             f"state_dict's state {name!r} has shape {value.shape}; its parameter has shape {p.data.shape}"
         )
-    return value.astype(p.data.dtype, copy=True)
+    return backend.to_device(value.astype(p.data.dtype, copy=True), p.device)

@@ -24,6 +24,10 @@ cross-entropy (multiclass), logistic binary cross-entropy (binary, multilabel),
 half the Poisson deviance ``e^z - y z + y log y - y`` (z the log-mean), and ours:
 ``|z - y|`` (absolute error) and Huber's loss with threshold ``delta``. Hidden layers
 can drop units with ``dropout`` (one rate, or one per hidden layer).
+
+``device="cuda"`` trains the stochastic solvers' network on the GPU (CuPy); ``coefs_``,
+``intercepts_`` and predictions stay NumPy arrays on the host, and lbfgs (SciPy's)
+runs on the CPU.
 """
 
 import warnings
@@ -44,6 +48,7 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 
 import backprop
 from backprop import optim
+from backprop.backend import DEVICES, check_device, to_host
 from backprop.sklearn._loop import _dense, _Epochs, _row_blocks, _SklearnOrder, _SparseBatches, _SparseRows
 from backprop.nn import ACTIVATIONS, mlp
 from backprop.sklearn._network import _linears, _Objective, _point_at, _saved_rng
@@ -61,9 +66,11 @@ class _BackpropMLP:
         "activation": [StrOptions(set(ACTIVATIONS))],
         "solver": [StrOptions(set(SOLVERS))],
         "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
+        "device": [StrOptions(set(DEVICES))],
     }
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        check_device(self.device)
         sizes = self.hidden_layer_sizes
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
         if np.any(np.array(sizes) <= 0):
@@ -113,8 +120,10 @@ class _BackpropMLP:
         _point_at(self._network, self.coefs_, self.intercepts_)
 
     def _sync_coefs(self):
-        self.coefs_ = [layer.weight.data.T for layer in self._linears()]
-        self.intercepts_ = [layer.bias.data for layer in self._linears()]
+        """coefs_ and intercepts_ from the network: views of its weights on the CPU, copies to
+        the host from the GPU."""
+        self.coefs_ = [to_host(layer.weight.data).T for layer in self._linears()]
+        self.intercepts_ = [to_host(layer.bias.data) for layer in self._linears()]
 
     def _objective(self, weighted):
         kind = getattr(self, "loss", "log_loss")
@@ -275,6 +284,7 @@ class _BackpropMLP:
         if scipy.sparse.issparse(X):
             data, sampler = _SparseBatches(_SparseRows(X, target), batch_size, sampler=sampler), None
         epochs = _Epochs(self, n_samples, objective, validation, incremental)
+        self._network.to(self.device)
         try:
             backprop.fit(
                 self._network,
@@ -293,6 +303,8 @@ class _BackpropMLP:
             raise ValueError(_NON_FINITE) from None
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+        finally:
+            self._network.to("cpu")
         self._sync_coefs()
         if self.early_stopping:
             self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
@@ -336,6 +348,7 @@ class MLPClassifier(_BackpropMLP, neural_network.MLPClassifier):
         n_iter_no_change=10,
         max_fun=15000,
         dropout=0.0,
+        device="cpu",
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
@@ -346,6 +359,7 @@ class MLPClassifier(_BackpropMLP, neural_network.MLPClassifier):
             beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
         )  # fmt: skip
         self.dropout = dropout
+        self.device = device
 
 
 class MLPRegressor(_BackpropMLP, neural_network.MLPRegressor):
@@ -392,6 +406,7 @@ class MLPRegressor(_BackpropMLP, neural_network.MLPRegressor):
         max_fun=15000,
         dropout=0.0,
         delta=1.0,
+        device="cpu",
     ):
         super().__init__(
             loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
@@ -403,6 +418,7 @@ class MLPRegressor(_BackpropMLP, neural_network.MLPRegressor):
             n_iter_no_change=n_iter_no_change, max_fun=max_fun,
         )  # fmt: skip
         self.dropout = dropout
+        self.device = device
         self.delta = delta
 
 
