@@ -27,6 +27,7 @@ parameters of different dtypes or step counts).
 
 import numbers
 from collections import defaultdict
+from operator import attrgetter, is_, methodcaller
 
 from backprop.backend import xp
 from backprop.tensor import Tensor
@@ -324,21 +325,26 @@ class FlatGroup:
         return [flat[start:stop].reshape(p.data.shape) for p, (start, stop) in zip(self.params, self.bounds)]
 
     def valid(self, state):
-        """Whether every parameter and state array is still the view this group made."""
-        if any(p.data is not view for p, view in zip(self.params, self.param_views)):
+        """Whether every parameter and state array is still the view this group made (one
+        identity test per array, by C-level ``map``: this runs every step)."""
+        if not all(map(is_, map(_DATA, self.params), self.param_views)):
             return False
+        dicts = list(map(state.get, self.params))
         for key, views in self.state_views.items():
-            if any(state.get(p, {}).get(key) is not view for p, view in zip(self.params, views)):
+            if not all(map(is_, map(methodcaller("get", key), dicts), views)):
                 return False
-        return all(len(state.get(p, ())) == len(self.state) for p in self.params)
+        return all(len(d or ()) == len(self.state) for d in dicts)
 
     def gather_grads(self):
         """Copy the parameters' gradients into ``grad``; False if one has none."""
-        for p, view in zip(self.params, self.grad_views):
-            if p.grad is None:
+        grads = list(map(_GRAD, self.params))
+        if all(map(is_, grads, self.grad_views)):  # a compiled step wrote them in place
+            return True
+        for g, view in zip(grads, self.grad_views):
+            if g is None:
                 return False
-            if p.grad is not view:
-                view[...] = p.grad
+            if g is not view:
+                view[...] = g
         return True
 
     def share_state(self, state):
@@ -352,6 +358,9 @@ class FlatGroup:
                 self.state_views[key] = self.views(value)
                 for p, view in zip(self.params, self.state_views[key]):
                     state[p][key] = view
+
+
+_DATA, _GRAD = attrgetter("data"), attrgetter("grad")
 
 
 def _plain(value):
