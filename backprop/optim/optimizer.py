@@ -20,9 +20,10 @@ nothing after the first.
 state become views of one flat contiguous buffer each (``FlatGroup``), and the rule runs
 once on the flat arrays, a handful of NumPy calls whatever the number of layers. With
 ``fused`` a rule with a compiled kernel (``_fused.py``, Numba) updates in one pass over
-memory instead of one pass per arithmetic operation. A step falls back to the
-per-parameter loop when the flat form does not apply (a parameter without a gradient,
-parameters of different dtypes or step counts).
+memory instead of one pass per arithmetic operation; ``fused=None`` (the default) means
+fused for a flat group of at least ``FUSED_FROM`` elements when Numba is installed. A
+step falls back to the per-parameter loop when the flat form does not apply (a parameter
+without a gradient, parameters of different dtypes or step counts).
 """
 
 import numbers
@@ -128,7 +129,7 @@ class Optimizer:
         for group in self.param_groups:
             flat = self.flat_group(group) if self._wants_flat(group) else None
             if flat is not None and flat.gather_grads():
-                fused = group.get("fused") and _require_numba() and self._fused_update
+                fused = _fuses(group, flat) and self._fused_update
                 (fused or self._update)(group, flat.param, flat.grad, flat.state, flat.scratch)
                 flat.share_state(self.state)
                 continue
@@ -250,6 +251,35 @@ def _check_hyperparameters(group):
 def _check_real(name, value):
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r}")
+
+
+# fused=None on the flat path means fused from this many elements on, when Numba is installed:
+# at 235,146 float32 weights Numba's Adam loop takes ~96 us against ~350 us for NumPy's 12
+# passes, so importing Numba and loading its cached kernel (~1 s in a fresh process) pays
+# for itself within ~4,000 steps; a small group (digits' 9,610 weights: 17 against 34 us a
+# step) would need ~60,000, so below this size it stays NumPy (bench/NOTES.md, issue 12).
+FUSED_FROM = 1 << 17
+
+
+def _fuses(group, flat):
+    """Whether ``group``'s flat update runs the rule's Numba kernel: ``fused=True`` (Numba
+    required), or ``fused=None`` with at least ``FUSED_FROM`` elements and Numba installed."""
+    fused = group.get("fused")
+    if fused is None:
+        return flat.param.size >= FUSED_FROM and _numba_installed()
+    return bool(fused) and _require_numba()
+
+
+def _numba_installed():
+    global _NUMBA
+    if _NUMBA is None:
+        import importlib.util
+
+        _NUMBA = importlib.util.find_spec("numba") is not None
+    return _NUMBA
+
+
+_NUMBA = None  # whether Numba is installed, looked up once
 
 
 def _require_numba():
