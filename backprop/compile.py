@@ -32,16 +32,18 @@ smaller batch of an epoch; a parameter replaced or frozen) captures a new plan.
 """
 
 import contextlib
+from operator import attrgetter
 
 from backprop import ops
 from backprop.backend import special, xp
 from backprop.nn.layers import Dropout
 from backprop.nn.module import _BUILTIN, Module
-from backprop.tensor import Tensor, unbroadcast
+from backprop.tensor import Tensor, _as_array, unbroadcast
 
 __all__ = ["compile_step", "TrainStep"]
 
 _MAX_PLANS = 8  # keys (batch shapes...) kept per step; more than this and the step stays eager
+_TRAINING, _DATA, _REQUIRES_GRAD = attrgetter("training"), attrgetter("data"), attrgetter("requires_grad")
 
 
 def compile_step(model, loss_fn, optimizer):
@@ -94,23 +96,23 @@ class TrainStep:
             optimizer._flat_by_default = True
 
     def __call__(self, x, y):
-        x = x if isinstance(x, Tensor) else Tensor(x)
-        y = y if isinstance(y, Tensor) else Tensor(y)
-        if self.unsupported or x.requires_grad:
+        if self.unsupported or (isinstance(x, Tensor) and x.requires_grad):
             return self._eager(x, y, self.unsupported or "the input requires grad")
         if self.params and self.params[0].device != "cpu":  # plans are NumPy-only
             return self._eager(x, y, f"the parameters are on {self.params[0].device}")
-        plan = self.plans.get(self._key(x, y))
+        x, y = _as_array(x), _as_array(y)  # a Tensor's array, as Tensor(x) would hold it
+        key = self._key(x, y)
+        plan = self.plans.get(key)
         if plan is None:
             if len(self.plans) >= _MAX_PLANS:
                 return self._eager(x, y, f"more than {_MAX_PLANS} different batch shapes or parameter sets")
             plan, loss = _capture(self, x, y)  # runs this step (unless it has no loss to show)
-            self.plans[self._key(x, y)] = plan
+            self.plans[self._key(x, y)] = plan  # the capture may have moved the parameters into flat buffers
             if loss is None:
                 return self._eager(x, y, plan)
             self._took(*(("eager", plan) if isinstance(plan, str) else ("compiled", None)))
             return loss
-        if isinstance(plan, str) or not plan.run(x.data, y.data):
+        if isinstance(plan, str) or not plan.run(x, y):
             return self._eager(x, y, plan if isinstance(plan, str) else "a kernel refused the batch")
         self._took("compiled", None)
         self.output = plan.output
@@ -121,11 +123,12 @@ class TrainStep:
         self.counts[path] += 1
 
     def _key(self, x, y):
-        return (x.shape, x.dtype, y.shape, y.dtype, tuple(m.training for m in self.modules),
-                tuple((id(p.data), p.requires_grad) for p in self.params))
+        return (x.shape, x.dtype, y.shape, y.dtype, tuple(map(_TRAINING, self.modules)),
+                tuple(map(id, map(_DATA, self.params))), tuple(map(_REQUIRES_GRAD, self.params)))
 
     def _eager(self, x, y, reason):
         self._took("eager", reason)
+        x, y = (a if isinstance(a, Tensor) else Tensor(a) for a in (x, y))
         if self.params:  # the batch goes to the parameters' device
             x, y = x.to(self.params[0].device), y.to(self.params[0].device)
         output = self.model(x)
@@ -320,7 +323,7 @@ def _capture(step, x, y):
         flat = optimizer.flat_group(group) if optimizer._wants_flat(group) else None
         if flat is not None:
             grad_buffers.update(zip(map(id, flat.params), flat.grad_views))
-    inputs = Tensor(xp.array(x.data)), Tensor(xp.array(y.data))
+    inputs = Tensor(xp.array(x)), Tensor(xp.array(y))
     with _recording() as calls:
         output = step.model(inputs[0])
         loss = step.loss_fn(output, inputs[1])

@@ -207,17 +207,23 @@ class DataLoader:
 
     def __iter__(self):
         """An iterator over this epoch's batches; its ``len()`` is this epoch's batch count."""
+        return self._batches(tensors=True)
+
+    def _batches(self, tensors):
+        """This epoch's batches as tuples of Tensors, or of arrays (``tensors=False``: what
+        ``fit`` hands to its compiled step, which needs no Tensor)."""
         if isinstance(self.sampler, Sampler):
             order = self.sampler.indices()
         else:  # any iterable of indices, as PyTorch allows
             order = xp.asarray(list(self.sampler), dtype=xp.intp)
-        return _Batches(self, order)
+        return _Batches(self, order, tensors)
 
 
 class _Batches:
-    def __init__(self, loader, order):
+    def __init__(self, loader, order, tensors):
         self._loader = loader
         self._order = order
+        self._tensors = tensors
         self._sequential = isinstance(loader.sampler, SequentialSampler)
         self._size = loader.batch_size or max(len(order), 1)
         self._length = loader._count(len(order))
@@ -237,6 +243,7 @@ class _Batches:
         dataset = self._loader.dataset
         if isinstance(dataset, TensorDataset):
             rows = slice(start, start + self._size) if self._sequential else self._order[start : start + self._size]
-            return tuple(Tensor(a[rows]) for a in dataset.arrays)
-        fields = _collate([dataset[int(i)] for i in self._order[start : start + self._size]])
-        return tuple(Tensor(f) for f in fields)
+            fields = tuple(a[rows] for a in dataset.arrays)
+        else:
+            fields = _collate([dataset[int(i)] for i in self._order[start : start + self._size]])
+        return tuple(map(Tensor, fields)) if self._tensors else fields

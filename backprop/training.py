@@ -17,7 +17,7 @@ import math
 import numbers
 import sys
 
-from backprop.backend import xp
+from backprop.backend import to_device, xp
 from backprop.callbacks import Callback, EarlyStopping, GradientFlow, GradientWarning, LRScheduler, ModelCheckpoint
 from backprop.compile import train_step_for
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
@@ -142,7 +142,9 @@ def fit(
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)
             model.train()
-            batches = iter(train_loader)
+            # arrays, not Tensors, where the loader is the library's own (the compiled step needs none)
+            batches = train_loader._batches(tensors=False) if type(train_loader).__iter__ is DataLoader.__iter__ \
+                else iter(train_loader)
             if len(batches) == 0:  # MisclassifiedSampler: nothing left to correct
                 history.stopped_epoch = epoch
                 break
@@ -155,7 +157,7 @@ def fit(
                         f"fit: the loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
                         "try a smaller learning rate or standardized features"
                     )
-                totals.add(value, train_step.output, y.to(device).data)
+                totals.add(value, train_step.output, to_device(_as_array(y), device))
                 progress.batch_done(totals)
                 for callback in callbacks:
                     callback.on_batch_end(batch, {"loss": value})
@@ -257,12 +259,13 @@ class _Totals:
         self.threshold = threshold
         self.sums = dict.fromkeys((["loss"] if with_loss else []) + metric_names, 0.0)
         self.counts = dict.fromkeys(self.sums, 0)
+        self.metric_names = [name for name in self.sums if name != "loss"]
 
     def add(self, loss, output, target):
         if loss is not None:
             self.sums["loss"] += loss * len(output)
             self.counts["loss"] += len(output)
-        for name in self.sums.keys() - {"loss"}:
+        for name in self.metric_names:
             total, count = METRICS[name](output, target, self.threshold)
             self.sums[name] += total
             self.counts[name] += count

@@ -266,3 +266,70 @@ def test_an_optimizer_after_a_compiled_fit_pickles_and_trains_on_as_before():
         backprop.fit(m, loss_fn, o, (X, LABELS), epochs=1, batch_size=8, shuffle=False, progress=False)
     for p, q in zip(model.parameters(), copy_model.parameters()):
         np.testing.assert_array_equal(q.data, p.data)
+
+
+# -- the fast paths of fit: arrays in, the fused update by default for large groups ---------------
+@pytest.mark.parametrize("rule", ["SGD", "Adam"])
+def test_a_step_on_plain_arrays_equals_the_eager_step(rule):
+    reference, arrays = build(rule=rule), build(rule=rule)
+    step = compile_step(*arrays)
+    for x, y in batches():
+        expected = eager_step(*reference, x, y)
+        assert step(x, y) == expected and step.path == "compiled"
+    for p, q in zip(reference[0].parameters(), arrays[0].parameters()):
+        np.testing.assert_array_equal(q.data, p.data)
+
+
+@pytest.mark.parametrize("rule", ["SGD", "Adam"])
+def test_fit_with_a_loader_that_overrides_iter_gets_tensors_and_trains_as_eager(rule):
+    seen = []
+
+    class Loader(backprop.data.DataLoader):  # an __iter__ of its own: fit iterates it as it is
+        def __iter__(self):
+            return Recorded(super().__iter__())
+
+    class Recorded:
+        def __init__(self, batches):
+            self.batches = batches
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            x, y = next(self.batches)
+            seen.append(type(x))
+            return x, y
+
+    models = []
+    for compiled, loader in ((True, Loader(backprop.data.TensorDataset(X, LABELS), 16)), (False, (X, LABELS))):
+        model, loss_fn, optimizer = build(rule=rule)
+        history = backprop.fit(model, loss_fn, optimizer, loader, epochs=2, batch_size=16, shuffle=False,
+                               progress=False, compiled=compiled)
+        models.append((model, history))
+    assert seen and set(seen) == {backprop.Tensor} and models[0][1].steps["eager"] == 0
+    assert models[0][1].history == models[1][1].history
+    for p, q in zip(models[0][0].parameters(), models[1][0].parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("rule", ["SGD-momentum", "Adam"])
+def test_fit_fuses_a_large_group_by_default_and_equals_eager_to_float32_rounding(rule, monkeypatch):
+    pytest.importorskip("numba")
+    from backprop.optim import optimizer as base
+
+    monkeypatch.setattr(base, "FUSED_FROM", 1)  # every group counts as large
+    kernel, calls = getattr(optim, rule.split("-")[0])._fused_update, []
+    monkeypatch.setattr(type(build(rule=rule)[2]), "_fused_update", lambda self, *a: calls.append(1) or kernel(self, *a))
+    models = []
+    for compiled in (True, False):
+        calls.clear()
+        model, loss_fn, optimizer = build(rule=rule)
+        backprop.fit(model, loss_fn, optimizer, (X, LABELS), epochs=2, batch_size=8, shuffle=False,
+                     progress=False, compiled=compiled)
+        models.append(model)
+        assert bool(calls) == compiled  # the eager engine's per-parameter update stays NumPy
+    for p, q in zip(*(m.parameters() for m in models)):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-5, atol=1e-6)

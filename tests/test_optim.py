@@ -425,3 +425,37 @@ def test_load_state_dict_refuses_invalid_hyperparameters_and_changes_nothing():
     with pytest.raises(ValueError, match="Invalid learning rate: nan"):
         optimizer.load_state_dict(state)
     assert optimizer.param_groups[0]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("rule", ["SGD", "Adam"])
+def test_fused_none_fuses_a_large_flat_group_when_numba_is_installed(rule, monkeypatch):
+    """fused=None: the Numba kernel from FUSED_FROM elements on (here lowered to 1), the
+    weights equal to the NumPy path's to float32 rounding after 10 steps; fused=False and
+    a group below the size, or Numba missing, stay NumPy."""
+    pytest.importorskip("numba")
+    from backprop.optim import optimizer as base
+
+    calls = []
+    kernel = getattr(optim, rule)._fused_update
+    monkeypatch.setattr(getattr(optim, rule), "_fused_update",
+                        lambda self, *args: calls.append(1) or kernel(self, *args))
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(10)]
+
+    def train(fused, fused_from, numba=True):
+        monkeypatch.setattr(base, "FUSED_FROM", fused_from)
+        monkeypatch.setattr(base, "_NUMBA", numba)
+        calls.clear()
+        p = backprop.Tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), requires_grad=True)
+        opt = getattr(optim, rule)([p], lr=0.05, foreach=True, fused=fused)
+        for g in grads:
+            p.grad = g
+            opt.step()
+        return p.data, len(calls)
+
+    numpy_weights, fused_calls = train(None, 13)
+    assert fused_calls == 0
+    weights, fused_calls = train(None, 1)
+    assert fused_calls == 10
+    np.testing.assert_allclose(weights, numpy_weights, rtol=1e-5, atol=1e-6)
+    assert train(False, 1)[1] == 0 and train(None, 1, numba=False)[1] == 0

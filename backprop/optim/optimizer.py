@@ -20,13 +20,15 @@ nothing after the first.
 state become views of one flat contiguous buffer each (``FlatGroup``), and the rule runs
 once on the flat arrays, a handful of NumPy calls whatever the number of layers. With
 ``fused`` a rule with a compiled kernel (``_fused.py``, Numba) updates in one pass over
-memory instead of one pass per arithmetic operation. A step falls back to the
-per-parameter loop when the flat form does not apply (a parameter without a gradient,
-parameters of different dtypes or step counts).
+memory instead of one pass per arithmetic operation; ``fused=None`` (the default) means
+fused for a flat group of at least ``FUSED_FROM`` elements when Numba is installed. A
+step falls back to the per-parameter loop when the flat form does not apply (a parameter
+without a gradient, parameters of different dtypes or step counts).
 """
 
 import numbers
 from collections import defaultdict
+from operator import attrgetter, is_, methodcaller
 
 from backprop import backend
 from backprop.backend import xp
@@ -128,7 +130,7 @@ class Optimizer:
         for group in self.param_groups:
             flat = self.flat_group(group) if self._wants_flat(group) else None
             if flat is not None and flat.gather_grads():
-                fused = group.get("fused") and _require_numba() and self._fused_update
+                fused = _fuses(group, flat) and self._fused_update
                 (fused or self._update)(group, flat.param, flat.grad, flat.state, flat.scratch)
                 flat.share_state(self.state)
                 continue
@@ -252,6 +254,35 @@ def _check_real(name, value):
         raise TypeError(f"{name} must be a real number; got {value!r}")
 
 
+# fused=None on the flat path means fused from this many elements on, when Numba is installed:
+# at 235,146 float32 weights Numba's Adam loop takes ~96 us against ~350 us for NumPy's 12
+# passes, so importing Numba and loading its cached kernel (~1 s in a fresh process) pays
+# for itself within ~4,000 steps; a small group (digits' 9,610 weights: 17 against 34 us a
+# step) would need ~60,000, so below this size it stays NumPy (bench/NOTES.md, issue 12).
+FUSED_FROM = 1 << 17
+
+
+def _fuses(group, flat):
+    """Whether ``group``'s flat update runs the rule's Numba kernel: ``fused=True`` (Numba
+    required), or ``fused=None`` with at least ``FUSED_FROM`` elements and Numba installed."""
+    fused = group.get("fused")
+    if fused is None:
+        return flat.param.size >= FUSED_FROM and _numba_installed()
+    return bool(fused) and _require_numba()
+
+
+def _numba_installed():
+    global _NUMBA
+    if _NUMBA is None:
+        import importlib.util
+
+        _NUMBA = importlib.util.find_spec("numba") is not None
+    return _NUMBA
+
+
+_NUMBA = None  # whether Numba is installed, looked up once
+
+
 def _require_numba():
     try:
         import numba  # noqa: F401
@@ -326,21 +357,26 @@ class FlatGroup:
         return [flat[start:stop].reshape(p.data.shape) for p, (start, stop) in zip(self.params, self.bounds)]
 
     def valid(self, state):
-        """Whether every parameter and state array is still the view this group made."""
-        if any(p.data is not view for p, view in zip(self.params, self.param_views)):
+        """Whether every parameter and state array is still the view this group made (one
+        identity test per array, by C-level ``map``: this runs every step)."""
+        if not all(map(is_, map(_DATA, self.params), self.param_views)):
             return False
+        dicts = list(map(state.get, self.params))
         for key, views in self.state_views.items():
-            if any(state.get(p, {}).get(key) is not view for p, view in zip(self.params, views)):
+            if not all(map(is_, map(methodcaller("get", key), dicts), views)):
                 return False
-        return all(len(state.get(p, ())) == len(self.state) for p in self.params)
+        return all(len(d or ()) == len(self.state) for d in dicts)
 
     def gather_grads(self):
         """Copy the parameters' gradients into ``grad``; False if one has none."""
-        for p, view in zip(self.params, self.grad_views):
-            if p.grad is None:
+        grads = list(map(_GRAD, self.params))
+        if all(map(is_, grads, self.grad_views)):  # a compiled step wrote them in place
+            return True
+        for g, view in zip(grads, self.grad_views):
+            if g is None:
                 return False
-            if p.grad is not view:
-                view[...] = p.grad
+            if g is not view:
+                view[...] = g
         return True
 
     def share_state(self, state):
@@ -354,6 +390,9 @@ class FlatGroup:
                 self.state_views[key] = self.views(value)
                 for p, view in zip(self.params, self.state_views[key]):
                     state[p][key] = view
+
+
+_DATA, _GRAD = attrgetter("data"), attrgetter("grad")
 
 
 def _plain(value):
