@@ -49,12 +49,20 @@ def split(data, val_fraction, test_fraction, seed):
     return train, val, test
 
 
-def training_data(data, loss, dtype, train_rows):
+def training_data(data, loss, dtype, train_rows, like=None):
     """(X, y, metadata) for training on ``data``: features standardized in ``dtype`` with
     the mean and std of the training rows (``datasets.standardize_stats``: finite for any
     finite input; a constant feature is centred, not scaled), a continuous target
-    likewise, and the metadata that records both."""
-    mean, std = standardize_stats(data.X[train_rows], data.feature_names)
+    likewise, and the metadata that records both.
+
+    ``like``: the metadata of a model to fine-tune. Its statistics are kept, so that the
+    model sees its inputs as it was trained (a foreign ONNX file's are the identity), and
+    its feature and label names, where it has them, must be the data's."""
+    if like is None:
+        mean, std = standardize_stats(data.X[train_rows], data.feature_names)
+    else:
+        _check_like(like, data)
+        mean, std = np.asarray(like["feature_mean"], dtype=np.float64), np.asarray(like["feature_std"], dtype=np.float64)
     meta = {
         "task": data.task,
         "loss": loss,
@@ -69,10 +77,31 @@ def training_data(data, loss, dtype, train_rows):
     y = data.y
     if data.task == "regression":
         names = [data.target_name or "target"]
-        target_mean, target_std = standardize_stats(y[train_rows, None], names)
+        if like is not None and "target_mean" in like:
+            target_mean, target_std = np.array([like["target_mean"]]), np.array([like["target_std"]])
+        else:
+            target_mean, target_std = standardize_stats(y[train_rows, None], names)
         meta["target_mean"], meta["target_std"] = float(target_mean[0]), float(target_std[0])
         y = standardize(y[:, None], target_mean, target_std, np.float64, names)[:, 0]
     return standardize(data.X, mean, std, dtype, data.feature_names), y, meta
+
+
+def _check_like(like, data):
+    """The data a model is fine-tuned on has its features, its task and its classes."""
+    if len(like["feature_mean"]) != data.X.shape[1]:
+        raise ValueError(f"the model to fine-tune takes {len(like['feature_mean'])} features; {data.source} has {data.X.shape[1]}")
+    if like["feature_names"] is not None and data.feature_names is not None and like["feature_names"] != data.feature_names:
+        raise ValueError(
+            f"the model to fine-tune was trained on the features {', '.join(like['feature_names'][:8])}; "
+            f"{data.source} has {', '.join(data.feature_names[:8])}"
+        )
+    if like["task"] != data.task:
+        raise ValueError(f"the model to fine-tune does {like['task']}; the target of {data.source} asks for {data.task}")
+    if data.task == "classification" and like.get("label_names") is not None and like["label_names"] != data.label_names:
+        raise ValueError(
+            f"the model to fine-tune knows the classes {', '.join(map(str, like['label_names'][:10]))}; "
+            f"{data.source} has {', '.join(map(str, data.label_names[:10]))}"
+        )
 
 
 def targets(y, loss):

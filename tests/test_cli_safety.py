@@ -138,7 +138,25 @@ def test_init_fine_tunes_the_given_model_and_checks_its_shape(files):
     assert run("train", "--data", "d.csv", "--init", "m.npz", "--epochs", "1", "--out", "t.npz").exit_code == 0
     assert [p.shape for p in load("t.npz").parameters()] == [p.shape for p in load("m.npz").parameters()]
     run("train", "--data", "iris", "--hidden", "4", "--epochs", "1", "--out", "iris.npz")
-    fails("train", "--data", "d.csv", "--init", "iris.npz", message="the data needs a network of 3 inputs and 2 outputs")
+    fails("train", "--data", "d.csv", "--init", "iris.npz", message="the model to fine-tune takes 4 features; d.csv has 3")
+    frame = pd.read_csv("d.csv")
+    frame.rename(columns={"c": "z"}).to_csv("renamed.csv", index=False)
+    fails("train", "--data", "renamed.csv", "--init", "m.npz", message="trained on the features a, b, c; renamed.csv has a, b, z")
+    frame.assign(y=frame["y"] + 5).to_csv("other_classes.csv", index=False)
+    fails("train", "--data", "other_classes.csv", "--init", "m.npz", message="knows the classes 0, 1; other_classes.csv has 5, 6")
+
+
+def test_init_keeps_the_models_standardization_so_it_starts_from_its_own_predictions(files):
+    """Fine-tuning with steps too small to move the weights (lr 1e-300) leaves the predictions
+    as they were: the training split's inputs are standardized with the model's statistics,
+    not with statistics of their own."""
+    args = ("--epochs", "1", "--early-stopping", "0", "--optimizer", "sgd", "--lr", "1e-300", "--dtype", "float64")
+    assert run("train", "--data", "d.csv", "--init", "m.npz", "--out", "t.npz", *args).exit_code == 0
+    tuned = load("t.npz").metadata
+    assert tuned["feature_mean"] == load("m.npz").metadata["feature_mean"]
+    before = run("predict", "--model", "m.npz", "--data", "d.csv").stdout
+    after = run("predict", "--model", "t.npz", "--data", "d.csv").stdout
+    assert before.splitlines()[1:] == after.splitlines()[1:]
 
 
 def test_distributed_without_mpi_says_what_to_install(files, monkeypatch):

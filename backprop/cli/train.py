@@ -135,17 +135,17 @@ def _quiet_unless(speaks):
         yield
 
 
-def _network(init_path, sizes, activation, dtype, batch_size):
-    """A new MLP of ``sizes``, or the model of ``init_path`` (checked against the data's
-    features and the outputs the loss needs) to fine-tune; on the host."""
-    if init_path is None:
+def _network(init, sizes, activation, dtype, batch_size):
+    """A new MLP of ``sizes``, or the model of ``init`` (``(model, metadata)``, checked
+    against the data's features and the outputs the loss needs) to fine-tune; on the host."""
+    if init is None:
         check_memory(nn.mlp_memory(sizes, dtype, batch_size), f"a network of layer sizes {','.join(map(str, sizes))}")
         return nn.mlp(sizes, activation, dtype=getattr(np, dtype))
-    model, _ = load_model(init_path)
+    model = init[0]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears or (linears[0].in_features, linears[-1].out_features) != (sizes[0], sizes[-1]):
         got = f"{linears[0].in_features} inputs and {linears[-1].out_features} outputs" if linears else "no Linear layer"
-        raise ValueError(f"--init {init_path}: the data needs a network of {sizes[0]} inputs and {sizes[-1]} outputs; the model has {got}")
+        raise ValueError(f"--init: the data needs a network of {sizes[0]} inputs and {sizes[-1]} outputs; the model has {got}")
     return model.to(getattr(np, dtype))
 
 
@@ -159,14 +159,15 @@ def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, ep
         raise ValueError(f"--loss bce needs a target with 2 classes; {dataset.source} has {dataset.n_classes}")
     click.echo(f"data    {_describe(dataset)}")
 
+    init = None if init_path is None else load_model(init_path)
     train_rows, val_rows, test_rows = split(dataset, val_fraction, test_fraction, seed)
-    X, y, meta = training_data(dataset, loss, dtype, train_rows)
+    X, y, meta = training_data(dataset, loss, dtype, train_rows, like=None if init is None else init[1])
     rows_of = {"train": train_rows, "val": val_rows, "test": test_rows}
     click.echo("split   " + ", ".join(f"{len(rows)} {name}" for name, rows in rows_of.items()) + (" (stratified)" if dataset.task == "classification" else ""))
 
     backprop.manual_seed(seed)
     outputs = {"ce": dataset.n_classes, "bce": 1, "mse": 1}[loss]
-    model = _network(init_path, (X.shape[1], *hidden, outputs), activation, dtype, batch_size or len(train_rows)).to(device)
+    model = _network(init, (X.shape[1], *hidden, outputs), activation, dtype, batch_size or len(train_rows)).to(device)
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     name, extra = OPTIMIZERS[optimizer]
     opt = getattr(optim, name)(model.parameters(), lr=lr, **extra)
