@@ -119,10 +119,8 @@ def load_model(path):
     (``backprop.onnx.load_model``: a foreign file gets metadata for raw inputs, with
     ``feature_names`` and ``label_names`` None)."""
     if os.fspath(path).lower().endswith(".onnx"):
-        try:
-            from backprop.onnx import load_model as load_onnx
-        except ImportError as error:  # without the extra: one line saying what to install
-            raise ValueError(f"{path}: {error}") from None
+        from backprop.onnx import load_model as load_onnx  # the onnx extra (ImportError naming it)
+
         return load_onnx(path)
     model = load(path)
     meta = getattr(model, "metadata", None) or {}

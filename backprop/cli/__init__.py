@@ -22,7 +22,8 @@ from backprop.cli.export import export
 from backprop.cli.gradcheck import gradcheck
 from backprop.cli.train import train
 
-LIBRARY_ERRORS = (ValueError, TypeError, OSError, ArithmeticError)  # what the library raises for bad input
+# what the library raises for bad input, and ImportError for an extra that is not installed
+LIBRARY_ERRORS = (ValueError, TypeError, OSError, ArithmeticError, ImportError)
 
 
 def _one_line(error):

@@ -13,8 +13,6 @@ def export(model_path, out, opset):
     """Export a saved model to ONNX: raw feature columns in, as 'backprop predict' takes
     them; the label and the class probabilities (or the value) out (pip install 'backprop[onnx]')."""
     check_files({"--model": model_path}, {"--out": out})
-    try:
-        from backprop.onnx import export_file
-    except ImportError as error:
-        raise ValueError(str(error)) from None
+    from backprop.onnx import export_file  # the onnx extra: without it, one line saying what to install
+
     click.echo(export_file(model_path, out, opset))

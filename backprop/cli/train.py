@@ -99,10 +99,7 @@ def train(is_distributed, workers, **options):
         _run_on_workers(workers)
     if not is_distributed:
         return _train(**options, is_distributed=False, writes=True)
-    try:
-        rank, _ = distributed.init()
-    except ImportError as error:
-        raise ValueError(str(error)) from None
+    rank, _ = distributed.init()
     with distributed.abort_on_error(), _quiet_unless(rank == 0):
         _train(**options, is_distributed=True, writes=rank == 0)
 
@@ -118,11 +115,7 @@ def _run_on_workers(workers):
             skip = True
         elif not arg.startswith("--workers="):
             argv.append(arg)
-    try:
-        status = distributed.launch(workers, ["-m", "backprop", *argv, "--distributed"])
-    except ImportError as error:
-        raise ValueError(str(error)) from None
-    raise click.exceptions.Exit(status)
+    raise click.exceptions.Exit(distributed.launch(workers, ["-m", "backprop", *argv, "--distributed"]))
 
 
 @contextlib.contextmanager
