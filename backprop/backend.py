@@ -27,7 +27,10 @@ _CUDA_EXTRA = "install CuPy with `pip install backprop[cuda12]` (CUDA 12) or `ba
 
 
 def _cupy_array(a):
-    """Whether ``a`` is a CuPy array (CuPy is imported by then, since the array exists)."""
+    """Whether ``a`` is a CuPy array: a NumPy array is answered by one type check (the fast
+    path of every primitive); else CuPy is imported by then, if the array is CuPy's."""
+    if type(a) is xp.ndarray:
+        return False
     cupy = sys.modules.get("cupy")
     return cupy is not None and isinstance(a, cupy.ndarray)
 
@@ -35,14 +38,12 @@ def _cupy_array(a):
 def namespace(a):
     """The array module of ``a``: NumPy for NumPy arrays, scalars and Python data, CuPy for
     a CuPy array."""
-    if type(a) is xp.ndarray or not _cupy_array(a):
-        return xp
-    return sys.modules["cupy"]
+    return sys.modules["cupy"] if _cupy_array(a) else xp
 
 
 def special_of(a):
     """The special functions for ``a``'s device: ``scipy.special`` or ``cupyx.scipy.special``."""
-    if type(a) is xp.ndarray or not _cupy_array(a):
+    if not _cupy_array(a):
         return special
     import cupyx.scipy.special
 
@@ -51,7 +52,7 @@ def special_of(a):
 
 def device(a):
     """The device ``a`` lives on: "cuda" for a CuPy array, else "cpu"."""
-    return "cpu" if type(a) is xp.ndarray or not _cupy_array(a) else "cuda"
+    return "cuda" if _cupy_array(a) else "cpu"
 
 
 def check_device(name):

@@ -27,7 +27,6 @@ Writing is atomic (``backprop.files.atomic_write``): a crash leaves the old file
 
 import contextlib
 import json
-import numbers
 import os
 import re
 import struct

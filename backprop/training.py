@@ -150,6 +150,8 @@ def fit(
                 break
             totals = _Totals(metric_names, threshold)
             for batch, (x, y) in enumerate(progress.batches(epoch, batches)):
+                if device != "cpu":  # the batch goes to the model's device once, for the step and the totals
+                    x, y = to_device(_as_array(x), device), to_device(_as_array(y), device)
                 value = train_step(x, y)
                 history.eager_reason = train_step.reason or history.eager_reason
                 if not math.isfinite(value):
@@ -157,7 +159,7 @@ def fit(
                         f"fit: the loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
                         "try a smaller learning rate or standardized features"
                     )
-                totals.add(value, train_step.output, to_device(_as_array(y), device))
+                totals.add(value, train_step.output, y.data if isinstance(y, Tensor) else y)
                 progress.batch_done(totals)
                 for callback in callbacks:
                     callback.on_batch_end(batch, {"loss": value})

@@ -444,7 +444,7 @@ def test_fused_none_fuses_a_large_flat_group_when_numba_is_installed(rule, monke
 
     def train(fused, fused_from, numba=True):
         monkeypatch.setattr(base, "FUSED_FROM", fused_from)
-        monkeypatch.setattr(base, "_NUMBA", numba)
+        monkeypatch.setattr(base, "_numba_installed", lambda: numba)
         calls.clear()
         p = backprop.Tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), requires_grad=True)
         opt = getattr(optim, rule)([p], lr=0.05, foreach=True, fused=fused)

@@ -176,7 +176,9 @@ class Module:
             if name in state_dict:
                 value = state_dict[name]
                 value = value.data if isinstance(value, Tensor) else value
-                value = backend.to_device(xp.asarray(value) if backend.device(value) == "cpu" else value, parameter.device)
+                if backend.device(value) == "cpu":  # host data of any kind (lists too) as an array
+                    value = xp.asarray(value)
+                value = backend.to_device(value, parameter.device)
                 if value.shape != parameter.shape:
                     raise ValueError(
                         f"load_state_dict: {name} has shape {parameter.shape} in the model, "

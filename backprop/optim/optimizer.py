@@ -26,6 +26,8 @@ step falls back to the per-parameter loop when the flat form does not apply (a p
 without a gradient, parameters of different dtypes or step counts).
 """
 
+import functools
+import importlib.util
 import numbers
 from collections import defaultdict
 from operator import attrgetter, is_, methodcaller
@@ -271,16 +273,10 @@ def _fuses(group, flat):
     return bool(fused) and _require_numba()
 
 
+@functools.cache
 def _numba_installed():
-    global _NUMBA
-    if _NUMBA is None:
-        import importlib.util
-
-        _NUMBA = importlib.util.find_spec("numba") is not None
-    return _NUMBA
-
-
-_NUMBA = None  # whether Numba is installed, looked up once
+    """Whether Numba is installed (looked up once, without importing it)."""
+    return importlib.util.find_spec("numba") is not None
 
 
 def _require_numba():

@@ -6,8 +6,6 @@ so their gradients are the engine's.
 
 import contextlib
 
-import numpy as np
-
 import backprop
 from backprop import nn, ops
 from backprop.nn.functional import binary_cross_entropy_with_logits, cross_entropy
