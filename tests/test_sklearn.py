@@ -297,3 +297,66 @@ def test_other_activations_and_a_bad_dropout_are_checked():
         MLPClassifier(**SMALL, dropout=[0.1, 0.2, 0.3]).fit(X, y)
     with pytest.raises(ValueError, match="The 'dropout' parameter of MLPClassifier"):
         MLPClassifier(**SMALL, dropout="half").fit(X, y)
+
+
+def _train_step(estimator):
+    return estimator._optimizer._train_step
+
+
+@pytest.mark.parametrize(
+    "make, y_of",
+    [
+        (lambda: MLPClassifier(**SMALL, max_iter=8, learning_rate_init=0.01), lambda y: y),
+        (lambda: MLPClassifier(**SMALL, max_iter=8, solver="sgd"), lambda y: y == 2),
+        (lambda: MLPRegressor(**SMALL, max_iter=8), lambda y: np.column_stack([y, y * 0.5])),
+    ],
+    ids=["multiclass", "binary", "regression"],
+)
+def test_unit_weights_train_compiled_and_equal_the_eager_weighted_path(make, y_of):
+    """Without sample weights, every step is a replayed plan (SklearnLoss has no branch
+    on values); with weights all 1, the eager path: the same model to rounding."""
+    X, y = iris()
+    y = y_of(y).astype(float) if y_of(y).dtype == bool else y_of(y)
+    compiled, eager = make().fit(X, y), make().fit(X, y, sample_weight=np.ones(len(X)))
+    assert _train_step(compiled).counts == {"compiled": compiled.n_iter_, "eager": 0}  # iris: one batch an epoch
+    assert _train_step(eager).counts["compiled"] == 0
+    assert compiled.n_iter_ == eager.n_iter_
+    np.testing.assert_allclose(compiled.loss_curve_, eager.loss_curve_, rtol=1e-12)
+    for a, b in zip(compiled.coefs_ + compiled.intercepts_, eager.coefs_ + eager.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_the_batch_order_is_scikit_learns_shuffle():
+    from sklearn.utils import shuffle
+
+    from backprop.sklearn._loop import _SklearnOrder
+
+    ours, theirs = _SklearnOrder(50, np.random.RandomState(3)), np.arange(50)
+    state = np.random.RandomState(3)
+    for _ in range(4):
+        theirs = shuffle(theirs, random_state=state)
+        np.testing.assert_array_equal(ours.indices(), theirs)
+
+
+def test_lbfgs_runs_scipys_own_blas_on_one_thread(monkeypatch):
+    """L-BFGS-B's BLAS (a pip SciPy's scipy.libs OpenBLAS) on one thread while it runs,
+    its setting restored after; NumPy's BLAS keeps its threads."""
+    from threadpoolctl import threadpool_info
+
+    import backprop.sklearn as ours
+
+    def scipy_pools():
+        return [p["num_threads"] for p in threadpool_info() if "scipy.libs" in p["filepath"]]
+
+    if not scipy_pools():
+        pytest.skip("SciPy shares NumPy's BLAS here (no scipy.libs OpenBLAS)")
+    before, seen, minimize = scipy_pools(), [], ours.scipy.optimize.minimize
+
+    def spy(*args, **kwargs):
+        seen.append(scipy_pools())
+        return minimize(*args, **kwargs)
+
+    monkeypatch.setattr(ours.scipy.optimize, "minimize", spy)
+    X, y = iris()
+    MLPClassifier(**SMALL, solver="lbfgs", max_iter=3).fit(X, y)
+    assert seen == [[1] * len(before)] and scipy_pools() == before

@@ -209,10 +209,12 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
     known = {id(t.data) for t in inputs} | {id(p.data) for p in params.values()}  # rewritten or updated in place
     constants, rewritten = set(), []  # rewritten: every array a kernel writes, for Plan.verify
     values, forward, produced = {}, [], {}
+    scalars = {}  # id of a NumPy scalar a primitive returned -> the 0-d array its kernel writes
     for name, args, kwargs, result in calls:
         arrays = []
         for arg in list(args) + list(kwargs.values()):
             array = arg.data if isinstance(arg, Tensor) else arg
+            array = scalars.get(id(array), array)  # a full reduction's value read by the next primitive
             if isinstance(array, (xp.ndarray, xp.generic)) and id(array) not in known:
                 if not (isinstance(array, xp.ndarray) and array.ndim == 0 and isinstance(arg, Tensor) and arg.is_leaf):
                     return f"{name} reads an array the plan does not rewrite"
@@ -220,7 +222,7 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
             arrays.append(array)
         data = result.data
         if not isinstance(data, xp.ndarray):  # a NumPy scalar: the plan keeps the value in a 0-d array
-            data = xp.array(data)
+            data = scalars[id(result.data)] = xp.array(data)
         refresh = {}  # the arrays the kernel rewrites besides the output, by their name in the VJP
         for _, vjp in result._parents:
             refresh.update((var, value) for var, value in _cells(vjp) if var in REFRESHED.get(name, ()))

@@ -30,6 +30,7 @@ can drop units with ``dropout`` (one rate, or one per hidden layer).
 runs on the CPU.
 """
 
+import os
 import warnings
 from numbers import Real
 
@@ -45,13 +46,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, validate_data
+from threadpoolctl import ThreadpoolController
 
 import backprop
 from backprop import optim
 from backprop.backend import DEVICES, check_device, to_host
 from backprop.sklearn._loop import _dense, _Epochs, _row_blocks, _SklearnOrder, _SparseBatches, _SparseRows
 from backprop.nn import ACTIVATIONS, mlp
-from backprop.sklearn._network import _linears, _Objective, _point_at, _saved_rng
+from backprop.sklearn._network import SklearnLoss, _linears, _Objective, _point_at, _saved_rng
 
 SOLVERS = ("lbfgs", "sgd", "adam", "adamw", "rmsprop", "adagrad")
 _NON_FINITE = (
@@ -130,12 +132,13 @@ class _BackpropMLP:
         if kind == "log_loss" and self.out_activation_ == "logistic":
             kind = "binary_log_loss"
         report_scale = 1 / self.n_outputs_ if kind == "squared_error" else 1.0
-        return _Objective(kind, getattr(self, "delta", None), report_scale, self._penalty_value, weighted)
+        return _Objective(kind, getattr(self, "delta", None), report_scale, weighted)
 
-    def _penalty_value(self, weight_sum):
-        """alpha/(2 sum s_i) * sum ||W||^2, summed as scikit-learn does (over coefs_ raveled)."""
-        coefs = [layer.weight.data.T for layer in self._linears()]
-        return 0.5 * self.alpha * sum(float(np.dot(c.ravel(), c.ravel())) for c in coefs) / weight_sum
+    def _squared_norm(self):
+        """sum ||W||^2 over the weight matrices, summed as scikit-learn does (over coefs_
+        raveled); the L2 penalty is alpha/(2 sum_i s_i) times it."""
+        raveled = [layer.weight.data.T.ravel() for layer in self._linears()]
+        return sum(float(np.dot(r, r)) for r in raveled)
 
     @property
     def model_(self):
@@ -203,18 +206,19 @@ class _BackpropMLP:
             return value, grad.astype(np.float64)
 
         iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
-        result = scipy.optimize.minimize(
-            loss_and_gradient,
-            np.concatenate([c.ravel() for c in self.coefs_ + self.intercepts_]),
-            method="L-BFGS-B",
-            jac=True,
-            options={
-                "maxfun": self.max_fun,
-                "maxiter": self.max_iter,
-                "gtol": self.tol,
-                **_get_additional_lbfgs_options_dict("iprint", iprint),
-            },
-        )
+        with _solver_blas_on_one_thread():
+            result = scipy.optimize.minimize(
+                loss_and_gradient,
+                np.concatenate([c.ravel() for c in self.coefs_ + self.intercepts_]),
+                method="L-BFGS-B",
+                jac=True,
+                options={
+                    "maxfun": self.max_fun,
+                    "maxiter": self.max_iter,
+                    "gtol": self.tol,
+                    **_get_additional_lbfgs_options_dict("iprint", iprint),
+                },
+            )
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
         self.loss_ = result.fun
         unpack(result.x)
@@ -267,23 +271,23 @@ class _BackpropMLP:
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer, self._steps = self._make_optimizer(batch_size), 0
         objective = self._objective(weighted)
-        decay = self.alpha / batch_size
-
-        def loss_fn(z, target):
-            weight_sum = float(target.data[:, -1].sum()) or 1.0
-            nonlocal decay
-            if self.alpha / weight_sum != decay:
-                decay = self.alpha / weight_sum
-                self._optimizer.param_groups[0]["weight_decay"] = decay
-            return objective(z, target)
-
-        self._optimizer.param_groups[0]["weight_decay"] = decay
         target = np.column_stack([y, weights]).astype(X.dtype, copy=False)
+        if weighted:  # the weights differ from batch to batch: the step stays eager
+
+            def loss_fn(z, batch_target):
+                loss = objective(z, batch_target)
+                self._optimizer.param_groups[0]["weight_decay"] = self.alpha / objective.weight_sum
+                return loss
+
+        else:  # a loss module without branches on values: fit captures and replays the step
+            loss_fn = SklearnLoss(objective.kind, objective.delta)
+            target = y.argmax(axis=1) if objective.kind == "log_loss" else y.astype(X.dtype, copy=False)
+        self._optimizer.param_groups[0]["weight_decay"] = self.alpha / batch_size
         sampler = _SklearnOrder(n_samples, self._random_state) if self.shuffle else None
         data = (X, target)
         if scipy.sparse.issparse(X):
-            data, sampler = _SparseBatches(_SparseRows(X, target), batch_size, sampler=sampler), None
-        epochs = _Epochs(self, n_samples, objective, validation, incremental)
+            data, sampler = _SparseBatches(_SparseRows(X, target, X.dtype), batch_size, sampler=sampler), None
+        epochs = _Epochs(self, n_samples, batch_size, objective, validation, incremental)
         self._network.to(self.device)
         try:
             backprop.fit(
@@ -308,6 +312,16 @@ class _BackpropMLP:
         self._sync_coefs()
         if self.early_stopping:
             self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
+
+
+def _solver_blas_on_one_thread():
+    """A context in which SciPy's own OpenBLAS (a pip install's ``scipy.libs``, which
+    L-BFGS-B calls) runs on one thread. Its threads and NumPy's OpenBLAS threads otherwise
+    take turns spinning on the same cores: on digits, ``fit`` with lbfgs took 0.98 s
+    with them and 0.31 s without (bench/NOTES.md). NumPy's products keep their threads."""
+    controller = ThreadpoolController()
+    own = [info["filepath"] for info in controller.info() if os.path.basename(os.path.dirname(info["filepath"])) == "scipy.libs"]
+    return controller.select(filepath=own).limit(limits=1)
 
 
 class MLPClassifier(_BackpropMLP, neural_network.MLPClassifier):

@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import scipy.sparse
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import shuffle
 
 import backprop
 from backprop.data import Sampler
@@ -16,13 +15,18 @@ _CHUNK = 4096  # rows of a sparse X densified at a time
 
 
 class _SklearnOrder(Sampler):
-    """scikit-learn's batch order: each epoch, its ``shuffle`` of the previous order."""
+    """scikit-learn's batch order: each epoch, its ``shuffle`` of the previous order
+    (``sklearn.utils.shuffle`` draws a permutation of ``arange(n)`` with
+    ``random_state.shuffle`` and indexes by it; done here without its input checks,
+    which cost about a tenth of a digits epoch)."""
 
     def __init__(self, n, random_state):
         self.order, self.random_state = np.arange(n), random_state
 
     def indices(self):
-        self.order = shuffle(self.order, random_state=self.random_state)
+        permutation = np.arange(len(self.order))
+        self.random_state.shuffle(permutation)
+        self.order = self.order[permutation]
         return self.order
 
     def __len__(self):
@@ -30,13 +34,21 @@ class _SklearnOrder(Sampler):
 
 
 class _Epochs(Callback):
-    """scikit-learn's bookkeeping after each epoch (``_fit_stochastic``'s loop body), and
-    for solver='adam' its placement of epsilon (``m / (sqrt(v) + eps)``, with v not
+    """scikit-learn's bookkeeping after each batch and epoch (``_fit_stochastic``'s loop
+    body): the loss it reports (the objective plus the L2 penalty, averaged over the
+    epoch's examples), the penalty's gradient as the weight decay of the next batch
+    (alpha / N_batch, for unit sample weights; ``_Objective`` sets it for weighted ones),
+    and for solver='adam' its placement of epsilon (``m / (sqrt(v) + eps)``, with v not
     bias-corrected) given to ``optim.Adam`` as ``eps / sqrt(1 - beta_2^t)`` at step t."""
 
-    def __init__(self, estimator, n_samples, objective, validation, incremental):
-        self.estimator, self.n_samples, self.objective = estimator, n_samples, objective
+    def __init__(self, estimator, n_samples, batch_size, objective, validation, incremental):
+        self.estimator, self.n_samples, self.batch_size, self.objective = estimator, n_samples, batch_size, objective
         self.validation, self.incremental = validation, incremental
+        self.reported = 0.0  # the epoch's sum of the reported loss times the batch size
+
+    def _rows(self, batch):
+        """The number of examples in batch ``batch`` of an epoch (the last may be smaller)."""
+        return min(self.batch_size, self.n_samples - batch * self.batch_size)
 
     def _set_adam_eps(self):
         est = self.estimator
@@ -46,19 +58,26 @@ class _Epochs(Callback):
                 group["eps"] = est.epsilon / np.sqrt(1 - est.beta_2**t)
 
     def on_train_begin(self, logs=None):
-        self.objective.reported = 0.0  # forget fit's probe of the first example
+        self._squares = self.estimator._squared_norm()  # of the weights the next step starts from
         self._set_adam_eps()
 
     def on_batch_end(self, batch, logs=None):
-        self.estimator._steps += 1
+        est, rows = self.estimator, self._rows(batch)
+        weight_sum = self.objective.weight_sum if self.objective.weighted else rows
+        penalty = 0.5 * est.alpha * self._squares / weight_sum
+        self.reported += (logs["loss"] * self.objective.report_scale + penalty) * rows
+        self._squares = est._squared_norm()
+        if not self.objective.weighted:
+            following = self._rows(batch + 1)
+            self.optimizer.param_groups[0]["weight_decay"] = est.alpha / (following if following > 0 else self._rows(0))
+        est._steps += 1
         self._set_adam_eps()
 
     def on_epoch_end(self, epoch, logs=None):
         est = self.estimator
         est._sync_coefs()
         est.n_iter_ += 1
-        est.loss_ = self.objective.reported / self.n_samples
-        self.objective.reported = 0.0
+        est.loss_, self.reported = self.reported / self.n_samples, 0.0
         est.t_ += self.n_samples
         est.loss_curve_.append(est.loss_)
         if est.verbose:
@@ -111,13 +130,14 @@ class _Epochs(Callback):
 
 
 class _SparseRows(backprop.data.Dataset):
-    """The rows of a sparse X (as CSR) with their targets; ``dataset[i]`` is row i densified."""
+    """The rows of a sparse X (as CSR) with their targets; ``dataset[i]`` is row i densified
+    (as ``dtype``)."""
 
-    def __init__(self, X, target):
-        self.X, self.target = X.tocsr(), target
+    def __init__(self, X, target, dtype):
+        self.X, self.target, self.dtype = X.tocsr(), target, dtype
 
     def __getitem__(self, index):
-        return _dense(self.X[index : index + 1], self.target.dtype)[0], self.target[index]
+        return _dense(self.X[index : index + 1], self.dtype)[0], self.target[index]
 
     def __len__(self):
         return self.X.shape[0]
@@ -129,11 +149,11 @@ class _SparseBatches(backprop.data.DataLoader):
     def __iter__(self):
         order = self.sampler.indices()
         starts = range(0, len(order), self.batch_size)
-        rows, target = self.dataset.X, self.dataset.target
+        rows, target, dtype = self.dataset.X, self.dataset.target, self.dataset.dtype
         return _Sized(
             len(starts),
             (
-                (backprop.Tensor(_dense(rows[batch], target.dtype)), backprop.Tensor(target[batch]))
+                (backprop.Tensor(_dense(rows[batch], dtype)), backprop.Tensor(target[batch]))
                 for batch in (order[start : start + self.batch_size] for start in starts)
             ),
         )

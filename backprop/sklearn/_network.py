@@ -1,7 +1,7 @@
 """The objective of ``backprop.sklearn``'s estimators (host-side glue).
 
-``_loss_sum`` and ``_Objective`` are scikit-learn's MLP losses written with the engine's operations,
-so their gradients are the engine's.
+``_loss_sum``, ``_Objective`` and ``SklearnLoss`` are scikit-learn's MLP losses written with the
+engine's operations, so their gradients are the engine's.
 """
 
 import contextlib
@@ -9,6 +9,9 @@ import contextlib
 import backprop
 from backprop import nn, ops
 from backprop.nn.functional import binary_cross_entropy_with_logits, cross_entropy
+from backprop.nn.module import Module, builtin
+
+_KINDS = ("log_loss", "binary_log_loss", "poisson", "squared_error", "absolute_error", "huber")
 
 def _loss_sum(kind, z, y, weights, delta):
     """``sum_i s_i l_i``: the loss of each example summed over its outputs, weighted by
@@ -39,12 +42,11 @@ def _loss_sum(kind, z, y, weights, delta):
 class _Objective:
     """scikit-learn's objective on a batch whose targets carry the sample weights as a
     last column: ``sum_i s_i l_i / sum_i s_i`` (the L2 penalty is added by the caller).
-    ``reported`` accumulates the value scikit-learn reports times the batch size."""
+    ``weight_sum`` is the last batch's ``sum_i s_i``, for the penalty that is reported."""
 
-    def __init__(self, kind, delta, report_scale, penalty, weighted):
-        self.kind, self.delta, self.report_scale, self.penalty = kind, delta, report_scale, penalty
-        self.weighted = weighted
-        self.reported = 0.0
+    def __init__(self, kind, delta, report_scale, weighted):
+        self.kind, self.delta, self.report_scale, self.weighted = kind, delta, report_scale, weighted
+        self.weight_sum = None
 
     def data_sum(self, z, target):
         """``sum_i s_i l_i`` over the rows of ``z`` (a Tensor) and ``target`` (an array)."""
@@ -52,11 +54,26 @@ class _Objective:
 
     def __call__(self, z, target):
         target = target.data
-        weight_sum = float(target[:, -1].sum()) or 1.0  # a batch of zero weights adds nothing
-        loss = self.data_sum(z, target) / weight_sum
-        penalty = self.penalty(weight_sum)
-        self.reported += (loss.item() * self.report_scale + penalty) * len(target)
-        return loss
+        self.weight_sum = float(target[:, -1].sum()) or 1.0  # a batch of zero weights adds nothing
+        return self.data_sum(z, target) / self.weight_sum
+
+
+@builtin
+class SklearnLoss(Module):
+    """scikit-learn's objective for unit sample weights, ``sum_i l_i / N`` over a batch of
+    N rows (see ``_loss_sum``), as a loss module: it has no branch on values, so a
+    training step with it can be captured and replayed (``backprop.compile``)."""
+
+    def __init__(self, kind, delta=None):
+        if kind not in _KINDS:
+            raise ValueError(f"SklearnLoss: kind must be one of {', '.join(_KINDS)}; got {kind!r}")
+        self.kind, self.delta = kind, None if delta is None else float(delta)
+
+    def forward(self, z, target):
+        return _loss_sum(self.kind, z, target.data, None, self.delta) / len(target)
+
+    def _args(self):
+        return {"kind": self.kind, "delta": self.delta}
 
 
 def _linears(network):
