@@ -242,8 +242,11 @@ class _Batches:
         self._next += 1
         dataset = self._loader.dataset
         if isinstance(dataset, TensorDataset):
-            rows = slice(start, start + self._size) if self._sequential else self._order[start : start + self._size]
-            fields = tuple(a[rows] for a in dataset.arrays)
+            if self._sequential:
+                fields = tuple(a[start : start + self._size] for a in dataset.arrays)
+            else:  # take gathers rows about twice as fast as indexing by an array
+                rows = self._order[start : start + self._size]
+                fields = tuple(a.take(rows, axis=0) for a in dataset.arrays)
         else:
             fields = _collate([dataset[int(i)] for i in self._order[start : start + self._size]])
         return tuple(map(Tensor, fields)) if self._tensors else fields

@@ -7,6 +7,7 @@ import pytest
 import backprop
 from backprop import nn, ops, optim
 from backprop.compile import TrainStep, compile_step
+from backprop.sklearn._network import SklearnLoss
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(40, 6)).astype(np.float32)
@@ -37,6 +38,9 @@ LOSSES = {  # loss and the targets it takes
     "cross_entropy_probabilities": (lambda: nn.CrossEntropyLoss(), np.eye(3, dtype=np.float32)[LABELS]),
     "mse": (lambda: nn.MSELoss(), rng.normal(size=(40, 3)).astype(np.float32)),
     "bce_with_logits": (lambda: nn.BCEWithLogitsLoss(), (rng.random((40, 3)) > 0.5).astype(np.float32)),
+    # a full sum's scalar divided by the batch size: a scalar read by the next primitive
+    "sum_then_divided": (lambda: SklearnLoss("squared_error"), rng.normal(size=(40, 3)).astype(np.float32)),
+    "sums_then_divided": (lambda: SklearnLoss("binary_log_loss"), (rng.random((40, 3)) > 0.5).astype(np.float32)),
 }
 
 

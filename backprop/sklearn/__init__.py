@@ -11,9 +11,11 @@ What is ours is how the network learns:
   "adagrad"), visiting batches in scikit-learn's order (its ``shuffle`` of the indices
   from ``random_state``), with its epoch bookkeeping (``tol``, ``n_iter_no_change``,
   the ``learning_rate`` schedules, early stopping on the validation score, ``verbose``
-  lines on stdout);
+  lines on stdout); with unit sample weights (the default) the objective is the loss
+  module ``SklearnLoss``, so ``fit`` replays a compiled step (``backprop.compile``);
 - ``solver='lbfgs'`` runs ``scipy.optimize.minimize(method='L-BFGS-B')`` on the
-  flattened parameters, with the loss and its gradient from our engine;
+  flattened parameters, with the loss and its gradient from our engine (and SciPy's
+  own BLAS on one thread, so that its threads do not fight NumPy's);
 - predictions are the engine's forward pass.
 
 The objective is scikit-learn's: for a batch with sample weights s_i (1 by default),
@@ -135,9 +137,9 @@ class _BackpropMLP:
         return _Objective(kind, getattr(self, "delta", None), report_scale, weighted)
 
     def _squared_norm(self):
-        """sum ||W||^2 over the weight matrices, summed as scikit-learn does (over coefs_
-        raveled); the L2 penalty is alpha/(2 sum_i s_i) times it."""
-        raveled = [layer.weight.data.T.ravel() for layer in self._linears()]
+        """sum ||W||^2 over the weight matrices (each raveled in memory order, no copy); the
+        L2 penalty is alpha/(2 sum_i s_i) times it."""
+        raveled = [layer.weight.data.ravel(order="K") for layer in self._linears()]
         return sum(float(np.dot(r, r)) for r in raveled)
 
     @property

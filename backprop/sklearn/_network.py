@@ -64,7 +64,7 @@ class SklearnLoss(Module):
     N rows (see ``_loss_sum``), as a loss module: it has no branch on values, so a
     training step with it can be captured and replayed (``backprop.compile``)."""
 
-    def __init__(self, kind, delta=None):
+    def __init__(self, kind="log_loss", delta=None):
         if kind not in _KINDS:
             raise ValueError(f"SklearnLoss: kind must be one of {', '.join(_KINDS)}; got {kind!r}")
         self.kind, self.delta = kind, None if delta is None else float(delta)
