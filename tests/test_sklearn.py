@@ -360,3 +360,19 @@ def test_lbfgs_runs_scipys_own_blas_on_one_thread(monkeypatch):
     X, y = iris()
     MLPClassifier(**SMALL, solver="lbfgs", max_iter=3).fit(X, y)
     assert seen == [[1] * len(before)] and scipy_pools() == before
+
+
+def test_partial_fit_calls_replay_one_plan_until_coefs_are_replaced():
+    X, y = iris()
+    ours, theirs = MLPClassifier(**SMALL), neural_network.MLPClassifier(**SMALL)
+    for _ in range(4):
+        for estimator in (ours, theirs):
+            estimator.partial_fit(X, y, classes=np.unique(y))
+    step = _train_step(ours)
+    assert len(step.plans) == 1 and step.counts == {"compiled": 1, "eager": 0}
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    ours.coefs_ = [c * 0.5 for c in ours.coefs_]  # a new array: captured anew, and used
+    theirs.coefs_ = [c * 0.5 for c in theirs.coefs_]
+    ours.partial_fit(X, y), theirs.partial_fit(X, y)
+    assert len(_train_step(ours).plans) == 2
+    np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=1e-12)

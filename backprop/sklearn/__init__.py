@@ -283,6 +283,10 @@ class _BackpropMLP:
 
         else:  # a loss module without branches on values: fit captures and replays the step
             loss_fn = SklearnLoss(objective.kind, objective.delta)
+            kept = getattr(self, "_loss_module", None)  # partial_fit after partial_fit: the same
+            if kept is not None and kept._args() == loss_fn._args():  # module, so its plans are reused
+                loss_fn = kept
+            self._loss_module = loss_fn
             target = y.argmax(axis=1) if objective.kind == "log_loss" else y.astype(X.dtype, copy=False)
         self._optimizer.param_groups[0]["weight_decay"] = self.alpha / batch_size
         sampler = _SklearnOrder(n_samples, self._random_state) if self.shuffle else None

@@ -82,9 +82,18 @@ def _linears(network):
 
 def _point_at(network, coefs, intercepts):
     """Make the network's parameters views of ``coefs`` (transposed: Linear's weight is
-    (out, in), a coefficient matrix (in, out)) and ``intercepts``."""
+    (out, in), a coefficient matrix (in, out)) and ``intercepts``. A parameter that is
+    already that very view keeps its array (a compiled step's plans stay valid)."""
     for layer, coef, intercept in zip(_linears(network), coefs, intercepts):
-        layer.weight.data, layer.bias.data = coef.T, intercept
+        for parameter, array in ((layer.weight, coef.T), (layer.bias, intercept)):
+            if not _same_view(parameter.data, array):
+                parameter.data = array
+
+
+def _same_view(a, b):
+    """Whether two arrays are the same elements of the same memory, laid out alike."""
+    return (type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 @contextlib.contextmanager
