@@ -273,8 +273,8 @@ class _BackpropMLP:
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer, self._steps = self._make_optimizer(batch_size), 0
         objective = self._objective(weighted)
-        target = np.column_stack([y, weights]).astype(X.dtype, copy=False)
         if weighted:  # the weights differ from batch to batch: the step stays eager
+            target = np.column_stack([y, weights]).astype(X.dtype, copy=False)
 
             def loss_fn(z, batch_target):
                 loss = objective(z, batch_target)
@@ -282,12 +282,11 @@ class _BackpropMLP:
                 return loss
 
         else:  # a loss module without branches on values: fit captures and replays the step
-            loss_fn = SklearnLoss(objective.kind, objective.delta)
-            kept = getattr(self, "_loss_module", None)  # partial_fit after partial_fit: the same
-            if kept is not None and kept._args() == loss_fn._args():  # module, so its plans are reused
-                loss_fn = kept
-            self._loss_module = loss_fn
             target = y.argmax(axis=1) if objective.kind == "log_loss" else y.astype(X.dtype, copy=False)
+            module = SklearnLoss(objective.kind, objective.delta)
+            if getattr(self, "_loss_module", None) is None or self._loss_module._args() != module._args():
+                self._loss_module = module  # kept across partial_fit calls, so that their plans are reused
+            loss_fn = self._loss_module
         self._optimizer.param_groups[0]["weight_decay"] = self.alpha / batch_size
         sampler = _SklearnOrder(n_samples, self._random_state) if self.shuffle else None
         data = (X, target)
@@ -326,7 +325,8 @@ def _solver_blas_on_one_thread():
     take turns spinning on the same cores: on digits, ``fit`` with lbfgs took 0.98 s
     with them and 0.31 s without (bench/NOTES.md). NumPy's products keep their threads."""
     controller = ThreadpoolController()
-    own = [info["filepath"] for info in controller.info() if os.path.basename(os.path.dirname(info["filepath"])) == "scipy.libs"]
+    paths = [info["filepath"] for info in controller.info()]
+    own = [path for path in paths if os.path.basename(os.path.dirname(path)) == "scipy.libs"]
     return controller.select(filepath=own).limit(limits=1)
 
 
