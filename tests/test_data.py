@@ -109,6 +109,20 @@ def test_rows_stay_paired_after_shuffling():
         np.testing.assert_array_equal(x.numpy()[:, 0], 2 * y.numpy())
 
 
+def test_shuffled_batches_of_strided_and_contiguous_arrays_hold_the_same_rows():
+    X = np.arange(60.0).reshape(20, 3)
+    strided = np.asfortranarray(np.repeat(X, 2, axis=1))[:, ::2]  # X, neither C- nor F-ordered
+    y = np.arange(20)
+    for source in (X, strided):
+        backprop.manual_seed(4)
+        batches = [(x.numpy(), t.numpy()) for x, t in DataLoader(TensorDataset(source, y), batch_size=6, shuffle=True)]
+        for x, t in batches:
+            np.testing.assert_array_equal(x, X[t])
+        if source is X:
+            expected = batches
+    assert [t.tolist() for _, t in batches] == [t.tolist() for _, t in expected]
+
+
 def test_a_plain_dataset_is_collated_example_by_example():
     class Squares(Dataset):
         def __len__(self):

@@ -86,6 +86,8 @@ class _BackpropMLP:
             )
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        if not scipy.sparse.issparse(X):  # rows gathered and products taken without strides
+            X = np.ascontiguousarray(X)
         weights = np.ones(X.shape[0], X.dtype) if sample_weight is None else _check_sample_weight(sample_weight, X)
         y = y.reshape(-1, 1) if y.ndim == 1 else y
         self.n_outputs_ = y.shape[1]
