@@ -16,6 +16,7 @@ Notation in the comments: g = dL/dout, y = the output.
 import builtins
 import itertools
 import numbers
+from functools import partial
 
 from backprop import backend
 from backprop.backend import namespace, same_device
@@ -111,18 +112,35 @@ def linear(x, weight, bias=None):
         )
     out = X @ W.T
     X2 = X if X.ndim == 2 else X.reshape(-1, X.shape[-1])  # the batch axes as one
-
-    def vjp_weight(g):
-        return backend.matmul2d((g if g.ndim == 2 else g.reshape(-1, g.shape[-1])).T, X2)
-
-    def vjp_bias(g):
-        return backend.column_sums(g if g.ndim == 2 else g.reshape(-1, g.shape[-1]))
-
-    parents = [(x, lambda g: g @ W), (weight, vjp_weight)]
+    parents = [(x, partial(linear_input_vjp, W)), (weight, partial(linear_weight_vjp, X2))]
     if bias is not None:
         out += bias.data
-        parents.append((bias, vjp_bias))
+        parents.append((bias, linear_bias_vjp))
     return x._from_op(out, "linear", parents)
+
+
+# The VJPs below are functions of arrays (the primitive binds its saved arrays with
+# ``partial``), written so that the same source also compiles with Numba for a whole
+# compiled step (``compile/numba_step.py``): array operators and the backend's named
+# helpers only.
+def linear_input_vjp(W, g):
+    """dL/dx = g W."""
+    return backend.matmul2d(g, W) if g.ndim == 2 else g @ W
+
+
+def linear_weight_vjp(X2, g):
+    """dL/dW = g^T x, the batch axes of g and x taken as one (X2 is x as a matrix)."""
+    return backend.matmul2d(_as_rows(g).T, X2)
+
+
+def linear_bias_vjp(g):
+    """dL/db = sum of g over the batch axes."""
+    return backend.column_sums(_as_rows(g))
+
+
+def _as_rows(g):
+    """g as a matrix of rows: its batch axes as one."""
+    return g if g.ndim == 2 else g.reshape(-1, g.shape[-1])
 
 
 # -- elementwise functions ---------------------------------------------------------------
@@ -150,7 +168,12 @@ def abs(a):
 def relu(a):
     """y = max(a, 0); dy/da = 1 where a > 0, else 0."""
     A = a.data
-    return a._from_op(backend.relu(A), "relu", ((a, lambda g: g * (A > 0)),))
+    return a._from_op(backend.relu(A), "relu", ((a, partial(relu_vjp, A)),))
+
+
+def relu_vjp(A, g):
+    """dL/da = g where a > 0, else 0."""
+    return g * (A > 0)
 
 
 def leaky_relu(a, negative_slope=0.01):
@@ -380,16 +403,28 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, reduction="none")
     count = None if reduction == "none" else (len(Z) if reduction == "mean" else 1)
     if count is not None:
         loss = loss.sum() / count
-
-    def vjp(g):
-        w = g[:, None] if count is None else g / count  # dL/dl_n: a column, or one number
-        if Y is not None:
-            return w * (P - Y)
-        d = P * w
-        d[rows, target] -= g if count is None else w
-        return d
-
+    vjp = partial(softmax_cross_entropy_vjp, P, Y, None if Y is not None else rows, target, count)
     return logits._from_op(loss, "softmax_cross_entropy", ((logits, vjp),))
+
+
+def softmax_cross_entropy_vjp(P, Y, rows, target, count, g):
+    """dL/dz_n = w_n (softmax(z_n) - y_n), w_n = g_n (no reduction: ``count`` None) or
+    g / count; for class indices (Y None) y_n is one at (rows[n], target[n])."""
+    if Y is not None:
+        return (g[:, None] if count is None else g / count) * (P - Y)
+    if count is None:
+        d = P * g[:, None]
+        _subtract_at(d, rows, target, g)
+        return d
+    w = g / count
+    d = P * w
+    _subtract_at(d, rows, target, w)
+    return d
+
+
+def _subtract_at(d, rows, columns, w):
+    """d[rows[n], columns[n]] -= w (or w[n]); the pairs never repeat."""
+    d[rows, columns] -= w
 
 
 def binary_cross_entropy_with_logits(logits, target):

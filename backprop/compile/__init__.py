@@ -32,6 +32,7 @@ smaller batch of an epoch; a parameter replaced or frozen) captures a new plan.
 """
 
 import contextlib
+from functools import partial
 from operator import attrgetter
 
 from backprop import ops
@@ -266,7 +267,12 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
 
 
 def _cells(function):
-    """(name, value) of each variable ``function``'s closure holds (assigned ones only)."""
+    """(name, value) of each variable ``function``'s closure holds (assigned ones only), or
+    of each argument a ``partial`` binds (by the name of its parameter)."""
+    if isinstance(function, partial):
+        yield from zip(function.func.__code__.co_varnames, function.args)
+        yield from function.keywords.items()
+        return
     for var, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
         try:
             yield var, cell.cell_contents
@@ -280,7 +286,7 @@ def _unknown_array(function, known, depth=0):
     for var, value in _cells(function):
         if isinstance(value, xp.generic) or (isinstance(value, xp.ndarray) and id(value) not in known):
             return f"an array ({var})"
-        if callable(value) and hasattr(value, "__code__") and depth < 3:
+        if (isinstance(value, partial) or hasattr(value, "__code__")) and depth < 3:
             reason = _unknown_array(value, known, depth + 1)
             if reason:
                 return reason
