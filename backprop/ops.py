@@ -410,21 +410,22 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, reduction="none")
 def softmax_cross_entropy_vjp(P, Y, rows, target, count, g):
     """dL/dz_n = w_n (softmax(z_n) - y_n), w_n = g_n (no reduction: ``count`` None) or
     g / count; for class indices (Y None) y_n is one at (rows[n], target[n])."""
+    w = _example_weights(g, count)
     if Y is not None:
-        return (g[:, None] if count is None else g / count) * (P - Y)
-    if count is None:
-        d = P * g[:, None]
-        _subtract_at(d, rows, target, g)
-        return d
-    w = g / count
+        return w * (P - Y)
     d = P * w
     _subtract_at(d, rows, target, w)
     return d
 
 
+def _example_weights(g, count):
+    """dL/dl_n: g as a column (the loss per example) or g / count, one number."""
+    return g[:, None] if count is None else g / count
+
+
 def _subtract_at(d, rows, columns, w):
-    """d[rows[n], columns[n]] -= w (or w[n]); the pairs never repeat."""
-    d[rows, columns] -= w
+    """d[rows[n], columns[n]] -= w: one number, or row n of a column w; the pairs never repeat."""
+    d[rows, columns] -= w if w.ndim == 0 else w[:, 0]
 
 
 def binary_cross_entropy_with_logits(logits, target):

@@ -11,6 +11,8 @@ defaults.
 - ``fit``: ``backprop.fit`` with no shuffling, metrics or progress bar (its default
   compiled step, the optimizer's default options);
 - ``fit_fused``: the same with ``fused=True`` for the optimizer (Numba kernels);
+- ``fit_numba``: ``fit(compiled="numba")``, the forward and backward passes of each step as
+  one Numba function (compiled once per network structure and cached on disk, before timing);
 - ``step``: the hand-written PyTorch-style loop, opted in with ``backprop.compile_step``;
 - ``jax``: ``jax.jit`` of the whole step (loss, gradient, update), called in a Python
   loop over the same batches (NumPy slices, as a NumPy data loader hands them over).
@@ -34,7 +36,7 @@ ROWS = [  # (sizes, batch, optimizer) as in issue 12's table
     ((784, 256, 128, 10), 8, "sgd"), ((784, 256, 128, 10), 8, "adam"),
     ((784, 256, 128, 10), 32, "adam"), ((784, 256, 128, 10), 512, "sgd"),
 ]
-SYSTEMS = ("fit", "fit_fused", "step", "jax")
+SYSTEMS = ("fit", "fit_fused", "fit_numba", "step", "jax")
 
 
 def make_trainer(system, sizes, opt, seed=0):
@@ -66,9 +68,12 @@ class BackpropTrainer:
             for i in range(start, stop, batch):
                 step(Tensor(X[i : i + batch]), Tensor(y[i : i + batch]))
             return
+        compiled = "numba" if self.system == "fit_numba" else True
         history = self.backprop.fit(self.model, self.loss_fn, self.optimizer, (X[start:stop], y[start:stop]),
-                                    epochs=1, batch_size=batch, shuffle=False, metrics=(), progress=False)
+                                    epochs=1, batch_size=batch, shuffle=False, metrics=(), progress=False,
+                                    compiled=compiled)
         assert history.steps["eager"] == 0, history.eager_reason
+        assert compiled is True or history.numba_reason is None, history.numba_reason
 
 
 class JaxTrainer:

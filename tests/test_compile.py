@@ -105,6 +105,45 @@ def test_compiled_step_with_a_fused_optimizer_equals_eager_to_float32_rounding(r
         np.testing.assert_allclose(q.data, p.data, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("rule", ["SGD", "SGD-momentum", "Adam", "AdamW"])
+def test_one_numba_function_per_step_trains_as_eager_to_float32_rounding(rule):
+    pytest.importorskip("numba")
+    reference, compiled = build(rule=rule), build(rule=rule)
+    step = compile_step(*compiled, numba=True)
+    for x, y in batches():
+        expected = eager_step(*reference, x, y)
+        np.testing.assert_allclose(step(x, y), expected, rtol=1e-5)
+        assert step.path == "compiled" and step.numba_reason is None
+    for p, q in zip(reference[0].parameters(), compiled[0].parameters()):
+        np.testing.assert_allclose(q.data, p.data, rtol=1e-5, atol=1e-6)
+
+
+def test_a_plan_numba_cannot_compile_replays_in_python_and_says_why():
+    pytest.importorskip("numba")
+    step = assert_trains_as_eager(lambda: build("tanh"), batches())
+    numba_step = compile_step(*build("tanh"), numba=True)
+    numba_step(X[:8], LABELS[:8])
+    assert numba_step.numba_reason == "tanh has no kernel in one compiled function"
+    assert step.numba_reason == "numba=False"
+
+
+def test_a_numba_step_refuses_a_class_out_of_range_as_eager_does():
+    pytest.importorskip("numba")
+    step = compile_step(*build(), numba=True)
+    step(X[:8], LABELS[:8])
+    assert step.numba_reason is None
+    with pytest.raises(ValueError, match="target contains class 7"):
+        step(X[:8], np.full(8, 7))
+    assert step.path == "eager"
+
+
+def test_fit_compiled_numba_says_which_path_in_history():
+    pytest.importorskip("numba")
+    history = backprop.fit(*build(), (X[:32], LABELS[:32]), epochs=2, batch_size=8, shuffle=False,
+                           metrics=(), progress=False, compiled="numba")
+    assert history.steps == {"compiled": 8, "eager": 0} and history.numba_reason is None
+
+
 def test_the_replayed_backward_is_the_vjps_of_ops_py():
     step = compile_step(*build("gelu"))
     step(X[:8], LABELS[:8])

@@ -40,6 +40,7 @@ from backprop.backend import xp
 from backprop.compile.kernels import KERNELS, REFRESHED
 from backprop.nn.layers import Dropout
 from backprop.nn.module import _BUILTIN, Module
+from backprop.optim.optimizer import _require_numba
 from backprop.tensor import Tensor, _as_array, unbroadcast
 
 __all__ = ["compile_step", "TrainStep"]
@@ -48,21 +49,26 @@ _MAX_PLANS = 8  # keys (batch shapes...) kept per step; more than this and the s
 _TRAINING, _DATA, _REQUIRES_GRAD = attrgetter("training"), attrgetter("data"), attrgetter("requires_grad")
 
 
-def compile_step(model, loss_fn, optimizer):
-    """A ``TrainStep``: ``step(x, y)`` trains on one batch and returns the loss (a float)."""
-    return TrainStep(model, loss_fn, optimizer)
+def compile_step(model, loss_fn, optimizer, numba=False):
+    """A ``TrainStep``: ``step(x, y)`` trains on one batch and returns the loss (a float).
+    ``numba=True`` runs each plan's forward and backward passes as one Numba function
+    where the plan allows (``compile/numba_step.py``; ``TrainStep.numba_reason`` says why
+    not), the update staying the optimizer's."""
+    return TrainStep(model, loss_fn, optimizer, numba=numba)
 
 
 def train_step_for(model, loss_fn, optimizer, compiled=True, after_backward=None):
     """The ``TrainStep`` that ``fit`` uses: kept on the optimizer and reused by the next
     ``fit`` with the same model, loss and modules' settings, so that repeated short fits
-    (``partial_fit``) capture their plans once. ``after_backward`` (distributed training's
+    (``partial_fit``) capture their plans once. ``compiled`` is True, False or "numba"
+    (``compile_step``'s ``numba=True``). ``after_backward`` (distributed training's
     gradient averaging) runs between backward and the update, on the eager path."""
     settings = [(type(m).__name__, m._args()) for m in _modules(model, loss_fn)]
     step = getattr(optimizer, "_train_step", None)
     key = (model, loss_fn, compiled, after_backward, settings)
     if step is None or (step.model, step.loss_fn, step.compiled, step.after_backward, step.settings) != key:
-        step = optimizer._train_step = TrainStep(model, loss_fn, optimizer, compiled, after_backward)
+        step = optimizer._train_step = TrainStep(model, loss_fn, optimizer, bool(compiled), after_backward,
+                                                 numba=compiled == "numba")
         step.settings = settings
     return step
 
@@ -79,8 +85,11 @@ class TrainStep:
     ``output`` is the model's output of the last call (an array, valid until the next).
     """
 
-    def __init__(self, model, loss_fn, optimizer, compiled=True, after_backward=None):
+    def __init__(self, model, loss_fn, optimizer, compiled=True, after_backward=None, numba=False):
+        if numba:
+            _require_numba("numba=True")
         self.model, self.loss_fn, self.optimizer, self.compiled = model, loss_fn, optimizer, compiled
+        self.numba, self.numba_reason = bool(numba), (None if numba else "numba=False")
         self.after_backward = after_backward
         self.settings = None
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -118,6 +127,7 @@ class TrainStep:
             return self._eager(x, y, plan if isinstance(plan, str) else "a kernel refused the batch")
         self._took("compiled", None)
         self.output = plan.output
+        self.numba_reason = plan.numba_reason
         return plan.loss_value()
 
     def _took(self, path, reason):
@@ -130,6 +140,7 @@ class TrainStep:
 
     def _eager(self, x, y, reason):
         self._took("eager", reason)
+        self.numba_reason = "the step ran eagerly"
         x, y = (a if isinstance(a, Tensor) else Tensor(a) for a in (x, y))
         if self.params:  # the batch goes to the parameters' device
             x, y = x.to(self.params[0].device), y.to(self.params[0].device)
@@ -199,7 +210,10 @@ def _capture(step, x, y):
         loss.backward()
         optimizer.step()
         return plan, loss.item()
-    plan.backward()
+    plan.backward(update=not step.numba)
+    if step.numba:
+        step.numba_reason = plan.compile_whole()
+        optimizer.step()
     return plan, plan.loss_value()
 
 
@@ -209,7 +223,7 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
     params = {id(p): p for p in step.params}
     known = {id(t.data) for t in inputs} | {id(p.data) for p in params.values()}  # rewritten or updated in place
     constants, rewritten = set(), []  # rewritten: every array a kernel writes, for Plan.verify
-    values, forward, produced = {}, [], {}
+    values, forward, produced, records = {}, [], {}, []  # records: (name, inputs, options, output, refreshed)
     scalars = {}  # id of a NumPy scalar a primitive returned -> the 0-d array its kernel writes
     for name, args, kwargs, result in calls:
         arrays = []
@@ -229,7 +243,9 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
             refresh.update((var, value) for var, value in _cells(vjp) if var in REFRESHED.get(name, ()))
         known.update(id(a) for a in refresh.values() if isinstance(a, xp.ndarray))
         rewritten += [data] + [a for a in refresh.values() if isinstance(a, xp.ndarray)]
-        kernel = KERNELS[name](data, refresh, *arrays[: len(args)], **dict(zip(kwargs, arrays[len(args) :])))
+        options = dict(zip(kwargs, arrays[len(args) :]))
+        records.append((name, arrays[: len(args)], options, data, dict(refresh)))  # the kernel takes from refresh
+        kernel = KERNELS[name](data, refresh, *arrays[: len(args)], **options)
         if kernel is None:
             return f"{name} with these arguments has no kernel"
         known.add(id(data))
@@ -263,6 +279,7 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
     if id(output_array) not in known:
         return "the model's output is not computed by primitives the plan knows"
     plan = Plan(step, inputs, forward, values, loss, output_array, nodes, leaves, grad_buffers)
+    plan.records = records
     return plan.verify(rewritten) or plan
 
 
@@ -319,6 +336,7 @@ class Plan:
         self.idle = [p for p in step.params if id(p) not in slot]  # zero_grad() leaves them no gradient
         self.slots = len(slot)
         self.run = self._generate()
+        self.numba_reason = "numba=False"
 
     def verify(self, arrays):
         """Run the kernels on the recorded batch: None if they reproduce every array of the
@@ -336,9 +354,9 @@ class Plan:
     def loss_value(self):
         return float(self.loss)
 
-    def backward(self):
+    def backward(self, update=True):
         """The VJPs in order, the gradients summed as Tensor.backward sums them (Design A:
-        a loop over the instructions; used for the capture step)."""
+        a loop over the instructions; used for the capture step), then the update."""
         grads = [None] * self.slots
         grads[0] = self.seed
         for source, vjp, target, shape, first in self.instructions:
@@ -351,7 +369,48 @@ class Plan:
             p.grad = buffer
         for p in self.idle:
             p.grad = None
-        self.optimizer.step()
+        if update:
+            self.optimizer.step()
+
+    def compile_whole(self):
+        """Design C: replace ``run`` by one Numba function for the forward and backward
+        passes, once it reproduced, on this batch, the loss and gradients ``backward`` just
+        left; return why not (None if done)."""
+        from backprop.compile import numba_step
+
+        self.numba_reason = numba_step.unsupported(self.records, self.instructions)
+        if self.numba_reason is not None:
+            return self.numba_reason
+        grads, loss = [buffer.copy() for _, _, buffer in self.leaves], self.loss.copy()
+        function, arguments = numba_step.build(self.records, self.instructions, self.leaves, self.seed)
+        if function(*arguments) and xp.allclose(self.loss, loss, rtol=1e-5) and all(
+            xp.allclose(buffer, g, rtol=1e-4, atol=1e-6) for (_, _, buffer), g in zip(self.leaves, grads)
+        ):
+            self.run = self._whole(function, arguments)
+            return None
+        for (_, _, buffer), g in zip(self.leaves, grads):
+            xp.copyto(buffer, g)
+        xp.copyto(self.loss, loss)
+        self.numba_reason = "the compiled function does not reproduce the replayed step"
+        return self.numba_reason
+
+    def _whole(self, function, arguments):
+        X, Y, update = self.x, self.y, self.optimizer.step
+        leaves, idle = [(p, buffer) for _, p, buffer in self.leaves], self.idle
+
+        def run(x, y):
+            xp.copyto(X, x)
+            xp.copyto(Y, y)
+            if not function(*arguments):
+                return False
+            for p, buffer in leaves:
+                p.grad = buffer
+            for p in idle:
+                p.grad = None
+            update()
+            return True
+
+        return run
 
     def _generate(self):
         """``run(x, y)`` as one Python function (Design B): the batch copied in, the kernels,

@@ -279,11 +279,11 @@ def _numba_installed():
     return importlib.util.find_spec("numba") is not None
 
 
-def _require_numba():
+def _require_numba(option="fused=True"):
     try:
         import numba  # noqa: F401
     except ImportError:
-        raise ImportError("fused=True compiles its update with Numba, which is not installed: "
+        raise ImportError(f"{option} compiles with Numba, which is not installed: "
                           "pip install 'backprop[fused]'") from None
     return True
 

@@ -1,0 +1,307 @@
+"""A captured step's forward and backward passes as one Numba function (``numba=True``).
+
+A replayed plan (``compile/__init__.py``) still makes one Python call per primitive and
+per VJP, about a microsecond each; on a small network those calls are the step. Here
+the same plan becomes one compiled function: the forward kernels below, then the very
+VJPs of ``ops.py`` (the module-level functions its primitives bind with ``partial``,
+compiled by Numba from their own source), in the order ``Tensor.backward`` calls them,
+the gradients written into the optimizer's flat buffer. The update stays the
+optimizer's ``step()``.
+
+It covers what small classifiers are made of: ``linear`` on matrices, ``relu`` and
+softmax cross-entropy on class indices, reduced by mean or sum, in float32 or float64;
+any other plan keeps the Python replay. The backend's named helpers get Numba versions
+here (``overload``): the matrix products call NumPy's own OpenBLAS through its CBLAS
+interface (Numba's ``np.dot`` goes through SciPy's BLAS, about half as fast here), and
+``np.dot`` where NumPy's library cannot be found.
+
+The generated source is written (atomically) to a cache directory and imported from
+there, so that Numba caches its machine code on disk; ``BACKPROP_CACHE`` names the
+directory (default ``~/.cache/backprop``).
+"""
+
+import ctypes
+import glob
+import hashlib
+import importlib.util
+import os
+import sys
+from functools import partial
+
+import llvmlite.binding
+import numba
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from backprop import backend, ops
+from backprop.files import atomic_write
+
+_jit = partial(numba.njit, cache=True, error_model="numpy")
+_SUPPORTED_VJPS = ("linear_input_vjp", "linear_weight_vjp", "linear_bias_vjp", "relu_vjp", "softmax_cross_entropy_vjp")
+VJPS = {name: _jit(getattr(ops, name)) for name in _SUPPORTED_VJPS}
+
+
+# -- matrix products through NumPy's BLAS ----------------------------------------------------
+def _numpy_cblas():
+    """(sgemm, dgemm) of the OpenBLAS that NumPy's wheels carry, as external functions that
+    compiled code calls by name (so that it can be cached), or None."""
+    here = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in glob.glob(os.path.join(here, "libscipy_openblas64_*")):
+        names = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")
+        try:
+            library = ctypes.CDLL(path)
+            if not all(hasattr(library, name) for name in names):
+                continue
+            llvmlite.binding.load_library_permanently(path)
+        except (OSError, RuntimeError):
+            continue
+        i, n, p = types.int32, types.int64, types.intp
+        return tuple(
+            types.ExternalFunction(name, types.void(i, i, i, n, n, n, scalar, p, n, p, n, scalar, p, n))
+            for name, scalar in zip(names, (types.float32, types.float64))
+        )
+    return None
+
+
+_CBLAS = _numpy_cblas()
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _gemm_for(gemm, scalar):
+    @_jit
+    def gemm_into(A, B, C):
+        """C = A @ B for C-contiguous C and A, B each C- or F-contiguous (a transpose)."""
+        if not (A.flags.c_contiguous or A.flags.f_contiguous):
+            A = np.ascontiguousarray(A)
+        if not (B.flags.c_contiguous or B.flags.f_contiguous):
+            B = np.ascontiguousarray(B)
+        m, k = A.shape
+        n = B.shape[1]
+        ta, lda = (_NO_TRANS, k) if A.flags.c_contiguous else (_TRANS, m)
+        tb, ldb = (_NO_TRANS, n) if B.flags.c_contiguous else (_TRANS, k)
+        gemm(_ROW_MAJOR, ta, tb, m, n, k, scalar(1), A.ctypes.data, max(lda, 1), B.ctypes.data, max(ldb, 1),
+             scalar(0), C.ctypes.data, max(n, 1))
+
+    return gemm_into
+
+
+@_jit
+def _dot_into(A, B, C):
+    np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B), C)
+
+
+_GEMM_INTO = {np.float32: _dot_into, np.float64: _dot_into} if _CBLAS is None else {
+    np.float32: _gemm_for(_CBLAS[0], np.float32), np.float64: _gemm_for(_CBLAS[1], np.float64)}
+
+
+def _gemm_into(dtype):
+    return _GEMM_INTO[np.float32 if dtype == types.float32 else np.float64]
+
+
+@overload(backend.matmul2d)
+def _matmul2d(a, b):
+    gemm_into = _gemm_into(a.dtype)
+
+    def impl(a, b):
+        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+        gemm_into(a, b, out)
+        return out
+
+    return impl
+
+
+@overload(backend.column_sums)
+def _column_sums(g):
+    def impl(g):
+        out = np.zeros(g.shape[1], g.dtype)
+        for n in range(g.shape[0]):
+            for j in range(g.shape[1]):
+                out[j] += g[n, j]
+        return out
+
+    return impl
+
+
+@overload(ops._as_rows)
+def _as_rows(g):
+    if g.ndim == 2:
+        return lambda g: g
+    return lambda g: g.reshape(-1, g.shape[-1])
+
+
+@overload(ops._example_weights)
+def _example_weights(g, count):  # only reduced losses run here: g and count are numbers
+    return lambda g, count: g / count
+
+
+@overload(ops._subtract_at)
+def _subtract_at(d, rows, columns, w):
+    def impl(d, rows, columns, w):
+        for n in range(len(rows)):
+            d[rows[n], columns[n]] -= w
+
+    return impl
+
+
+# -- forward kernels (the values of ops.py's primitives, recomputed into their arrays) -------
+@_jit
+def linear_forward(X, W, b, out):
+    """out = X W^T (+ b)."""
+    _gemm_into_any(X, W.T, out)
+    if b is not None:
+        for n in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[n, j] += b[j]
+
+
+def _gemm_into_any(A, B, C):
+    pass
+
+
+@overload(_gemm_into_any)
+def _gemm_into_any_impl(A, B, C):
+    gemm_into = _gemm_into(A.dtype)
+    return lambda A, B, C: gemm_into(A, B, C)
+
+
+@_jit
+def relu_forward(A, out):
+    """out = max(A, 0) (NaN stays NaN, as NumPy's maximum)."""
+    a, y = A.reshape(-1), out.reshape(-1)
+    for i in range(a.size):
+        y[i] = a[i] if not a[i] <= 0 else 0
+
+
+@_jit
+def softmax_cross_entropy_forward(Z, target, P, count, loss):
+    """P = softmax(Z) row by row, loss[0] = sum_n (log S_n - s_{n, t_n}) / count with
+    s = z - max(z), S = sum_k e^s; False if a class index is out of range."""
+    classes = Z.shape[1]
+    total = 0.0
+    for n in range(Z.shape[0]):
+        t = target[n]
+        if t < 0 or t >= classes:
+            return False
+        top = Z[n, 0]
+        for k in range(1, classes):
+            top = max(top, Z[n, k])
+        s = 0.0
+        for k in range(classes):
+            e = np.exp(Z[n, k] - top)
+            P[n, k] = e
+            s += e
+        for k in range(classes):
+            P[n, k] /= s
+        total += np.log(s) - (Z[n, t] - top)
+    loss[0] = total / count
+    return True
+
+
+# -- generating the step -------------------------------------------------------------------------
+def unsupported(records, instructions):
+    """Why this plan cannot run as one Numba function (None if it can)."""
+    for name, inputs, options, _, refresh in records:
+        if name == "softmax_cross_entropy":
+            smoothing, reduction = (list(inputs[2:]) + [options.get("label_smoothing", 0.0),
+                                                        options.get("reduction", "none")][len(inputs) - 2 :])[:2]
+            if refresh.get("Y") is not None or smoothing or reduction == "none" or inputs[1].dtype.kind not in "iu":
+                return "softmax cross-entropy here takes class indices and a mean or sum"
+        elif name == "linear":
+            if inputs[0].ndim != 2:
+                return "linear here takes matrices"
+        elif name != "relu":
+            return f"{name} has no kernel in one compiled function"
+        if inputs[0].dtype not in (np.float32, np.float64):
+            return f"{inputs[0].dtype} arrays"
+    for _, vjp, *_ in instructions:
+        function, _ = _bound(vjp)
+        if getattr(ops, getattr(function, "__name__", ""), None) is not function or function.__name__ not in VJPS:
+            return "a derivative that is not a module-level function of ops.py"
+    return None
+
+
+def _bound(vjp):
+    """(the function, the arguments bound before g) of a VJP."""
+    return (vjp.func, vjp.args) if isinstance(vjp, partial) else (vjp, ())
+
+
+def build(records, instructions, leaves, seed):
+    """The compiled function and its arguments: ``function(*arguments)`` recomputes the
+    forward pass into the plan's arrays, runs the VJPs, writes the gradients into the
+    leaves' arrays and returns False if the batch holds a class out of range."""
+    arguments, names = [], {}
+
+    def name_of(value):
+        if value is None:
+            return "None"
+        key = id(value)
+        if key not in names:
+            names[key] = f"a{len(arguments)}"
+            arguments.append(value)
+        return names[key]
+
+    dtype = seed.dtype.type
+    lines, loss = [], None
+    for name, inputs, options, out, refresh in records:
+        if name == "linear":
+            lines.append(f"    linear_forward({', '.join(map(name_of, [*inputs, None][:3]))}, {name_of(out)})")
+        elif name == "relu":
+            lines.append(f"    relu_forward({name_of(inputs[0])}, {name_of(out)})")
+        else:
+            reduction = inputs[3] if len(inputs) > 3 else options.get("reduction")
+            count = inputs[0].shape[0] if reduction == "mean" else 1
+            loss = out.reshape(1)
+            lines.append(f"    if not softmax_cross_entropy_forward({name_of(inputs[0])}, {name_of(inputs[1])}, "
+                         f"{name_of(refresh['P'])}, {count}, {name_of(loss)}): return False")
+    lines.append(f"    g0 = {name_of(dtype(1))}")
+    for source, vjp, target, _, first in instructions:
+        function, bound = _bound(vjp)
+        bound = [dtype(v) if isinstance(v, int) else v for v in bound]  # the count in the arrays' dtype
+        call = f"{function.__name__}({', '.join([*map(name_of, bound), f'g{source}'])})"
+        lines.append(f"    g{target} = {call}" if first else f"    g{target} = g{target} + {call}")
+    for k, _, buffer in leaves:
+        lines.append(f"    {name_of(buffer)}[...] = g{k}")
+    lines.append("    return True")
+    body = "\n".join(lines)
+    header = f"def step({', '.join(f'a{i}' for i in range(len(arguments)))}):\n"
+    return _compiled(header + body), arguments
+
+
+_STEPS = {}  # generated source -> its compiled function, shared by every plan of this process
+
+
+def _compiled(source):
+    function = _STEPS.get(source)
+    if function is None:
+        module = _module(source)
+        function = _STEPS[source] = module.step
+    return function
+
+
+def _module(source):
+    """The generated source as a module in the cache directory (so Numba can cache it)."""
+    text = (
+        "from backprop.compile.numba_step import _jit, VJPS, linear_forward, relu_forward, "
+        "softmax_cross_entropy_forward\n"
+        + "".join(f"{name} = VJPS[{name!r}]\n" for name in _SUPPORTED_VJPS)
+        + "\n\n@_jit\n" + source + "\n"
+    )
+    tag = hashlib.sha256()
+    for part in (text, *map(_source_of, (ops.__file__, backend.__file__, __file__))):
+        tag.update(part.encode())
+    folder = os.path.join(os.environ.get("BACKPROP_CACHE") or os.path.expanduser("~/.cache/backprop"), "numba_steps")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"step_{tag.hexdigest()[:20]}.py")
+    if not os.path.exists(path):
+        with atomic_write(path, "w") as file:
+            file.write(text)
+    spec = importlib.util.spec_from_file_location(f"backprop_numba_step_{tag.hexdigest()[:20]}", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # Numba's cache imports it by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _source_of(path):
+    with open(path, encoding="utf-8") as file:
+        return file.read()
