@@ -70,7 +70,7 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 def _gemm_for(gemm, scalar):
     @_jit
-    def gemm_into(A, B, C):
+    def kernel(A, B, C):
         """C = A @ B for C-contiguous C and A, B each C- or F-contiguous (a transpose)."""
         if not (A.flags.c_contiguous or A.flags.f_contiguous):
             A = np.ascontiguousarray(A)
@@ -83,7 +83,7 @@ def _gemm_for(gemm, scalar):
         gemm(_ROW_MAJOR, ta, tb, m, n, k, scalar(1), A.ctypes.data, max(lda, 1), B.ctypes.data, max(ldb, 1),
              scalar(0), C.ctypes.data, max(n, 1))
 
-    return gemm_into
+    return kernel
 
 
 @_jit
@@ -95,14 +95,18 @@ _GEMM_INTO = {np.float32: _dot_into, np.float64: _dot_into} if _CBLAS is None el
     np.float32: _gemm_for(_CBLAS[0], np.float32), np.float64: _gemm_for(_CBLAS[1], np.float64)}
 
 
-def _gemm_into(dtype):
-    return _GEMM_INTO[np.float32 if dtype == types.float32 else np.float64]
+def gemm_into(A, B, C):
+    """C = A @ B in compiled code, by the BLAS function of the arrays' dtype."""
+
+
+@overload(gemm_into)
+def _gemm_into(A, B, C):
+    kernel = _GEMM_INTO[np.float32 if A.dtype == types.float32 else np.float64]
+    return lambda A, B, C: kernel(A, B, C)
 
 
 @overload(backend.matmul2d)
 def _matmul2d(a, b):
-    gemm_into = _gemm_into(a.dtype)
-
     def impl(a, b):
         out = np.empty((a.shape[0], b.shape[1]), a.dtype)
         gemm_into(a, b, out)
@@ -148,21 +152,11 @@ def _subtract_at(d, rows, columns, w):
 @_jit
 def linear_forward(X, W, b, out):
     """out = X W^T (+ b)."""
-    _gemm_into_any(X, W.T, out)
+    gemm_into(X, W.T, out)
     if b is not None:
         for n in range(out.shape[0]):
             for j in range(out.shape[1]):
                 out[n, j] += b[j]
-
-
-def _gemm_into_any(A, B, C):
-    pass
-
-
-@overload(_gemm_into_any)
-def _gemm_into_any_impl(A, B, C):
-    gemm_into = _gemm_into(A.dtype)
-    return lambda A, B, C: gemm_into(A, B, C)
 
 
 @_jit
@@ -203,8 +197,7 @@ def unsupported(records, instructions):
     """Why this plan cannot run as one Numba function (None if it can)."""
     for name, inputs, options, _, refresh in records:
         if name == "softmax_cross_entropy":
-            smoothing, reduction = (list(inputs[2:]) + [options.get("label_smoothing", 0.0),
-                                                        options.get("reduction", "none")][len(inputs) - 2 :])[:2]
+            smoothing, reduction = _cross_entropy_options(inputs, options)
             if refresh.get("Y") is not None or smoothing or reduction == "none" or inputs[1].dtype.kind not in "iu":
                 return "softmax cross-entropy here takes class indices and a mean or sum"
         elif name == "linear":
@@ -219,6 +212,12 @@ def unsupported(records, instructions):
         if getattr(ops, getattr(function, "__name__", ""), None) is not function or function.__name__ not in VJPS:
             return "a derivative that is not a module-level function of ops.py"
     return None
+
+
+def _cross_entropy_options(inputs, options):
+    """(label_smoothing, reduction) of a recorded softmax_cross_entropy call."""
+    given = {**dict(zip(("label_smoothing", "reduction"), inputs[2:])), **options}
+    return given.get("label_smoothing", 0.0), given.get("reduction", "none")
 
 
 def _bound(vjp):
@@ -249,8 +248,7 @@ def build(records, instructions, leaves, seed):
         elif name == "relu":
             lines.append(f"    relu_forward({name_of(inputs[0])}, {name_of(out)})")
         else:
-            reduction = inputs[3] if len(inputs) > 3 else options.get("reduction")
-            count = inputs[0].shape[0] if reduction == "mean" else 1
+            count = inputs[0].shape[0] if _cross_entropy_options(inputs, options)[1] == "mean" else 1
             loss = out.reshape(1)
             lines.append(f"    if not softmax_cross_entropy_forward({name_of(inputs[0])}, {name_of(inputs[1])}, "
                          f"{name_of(refresh['P'])}, {count}, {name_of(loss)}): return False")
