@@ -105,6 +105,7 @@ class TrainStep:
         self.counts = {"compiled": 0, "eager": 0}
         if self.unsupported is None:
             optimizer._flat_by_default = True
+            optimizer._fused_by_default = optimizer._fused_by_default or self.numba
 
     def __call__(self, x, y):
         if self.unsupported or (isinstance(x, Tensor) and x.requires_grad):

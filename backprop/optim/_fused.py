@@ -4,8 +4,9 @@ Each kernel applies its rule's update (the math in ``sgd.py`` and ``adam.py``, s
 operations in the same order, so the results equal the NumPy path's to float32
 rounding) element by element in one loop over the flat buffers of a ``FlatGroup``:
 the parameter, gradient and state are read once and written once, instead of once per
-arithmetic operation. Scalars arrive in the parameters' dtype (``scalars``), so float32
-stays float32 inside the loop.
+arithmetic operation. The hyperparameters arrive as one array in the parameters' dtype
+(``coefficients``: one NumPy call, where a NumPy scalar each costs about a microsecond),
+so float32 stays float32 inside the loop.
 """
 
 import numba
@@ -14,14 +15,17 @@ import numpy as np
 _jit = numba.njit(cache=True, error_model="numpy")
 
 
-def scalars(param, *values):
-    """``values`` as scalars of ``param``'s dtype, the way NumPy casts a Python float operand."""
-    return tuple(param.dtype.type(value) for value in values)
+def coefficients(param, *values):
+    """``values`` as an array of ``param``'s dtype, each rounded as NumPy casts a Python float
+    operand."""
+    return np.array(values, param.dtype)
 
 
 @_jit
-def sgd(p, g, b, lr, mu, one_minus_tau, lam, first, nesterov, maximize):
-    """θ ← θ − γ g after maximize, weight decay and momentum (b) as in ``SGD``."""
+def sgd(p, g, b, coefficients, first, nesterov, maximize):
+    """θ ← θ − γ g after maximize, weight decay and momentum (b) as in ``SGD``;
+    ``coefficients`` = (γ, μ, 1 − τ, λ)."""
+    lr, mu, one_minus_tau, lam = coefficients[0], coefficients[1], coefficients[2], coefficients[3]
     for i in range(p.size):
         gi = -g[i] if maximize else g[i]
         if lam != 0:
@@ -34,8 +38,11 @@ def sgd(p, g, b, lr, mu, one_minus_tau, lam, first, nesterov, maximize):
 
 
 @_jit
-def adam(p, g, m, v, v_max, beta1, one_minus_beta1, beta2, one_minus_beta2, step, eps_c, decay, l2, amsgrad):
-    """θ ← θ·decay − step · m / (√v + ε c) after the moments' updates, as in ``Adam``."""
+def adam(p, g, m, v, v_max, coefficients, amsgrad):
+    """θ ← θ·decay − step · m / (√v + ε c) after the moments' updates, as in ``Adam``;
+    ``coefficients`` = (β1, 1 − β1, β2, 1 − β2, step, ε c, decay, l2)."""
+    beta1, one_minus_beta1, beta2, one_minus_beta2 = coefficients[0], coefficients[1], coefficients[2], coefficients[3]
+    step, eps_c, decay, l2 = coefficients[4], coefficients[5], coefficients[6], coefficients[7]
     for i in range(p.size):
         pi = p[i] * decay
         gi = g[i] + pi * l2 if l2 != 0 else g[i]

@@ -64,7 +64,7 @@ class Adam(Optimizer):
         decay = 1 - lr * lam if self.decoupled_weight_decay else 1.0
         l2 = 0.0 if self.decoupled_weight_decay else lam
         v_max = state.get("max_exp_avg_sq", state["exp_avg_sq"])
-        _fused.adam(param, grad, state["exp_avg"], state["exp_avg_sq"], v_max, *_fused.scalars(
+        _fused.adam(param, grad, state["exp_avg"], state["exp_avg_sq"], v_max, _fused.coefficients(
             param, beta1, 1 - beta1, beta2, 1 - beta2, lr * c / (1 - beta1**t), eps * c, decay, l2),
             group["amsgrad"])
 

@@ -21,8 +21,9 @@ state become views of one flat contiguous buffer each (``FlatGroup``), and the r
 once on the flat arrays, a handful of NumPy calls whatever the number of layers. With
 ``fused`` a rule with a compiled kernel (``_fused.py``, Numba) updates in one pass over
 memory instead of one pass per arithmetic operation; ``fused=None`` (the default) means
-fused for a flat group of at least ``FUSED_FROM`` elements when Numba is installed. A
-step falls back to the per-parameter loop when the flat form does not apply (a parameter
+fused for a flat group of at least ``FUSED_FROM`` elements when Numba is installed, and
+for any flat group once a step compiled by Numba (``compile_step(numba=True)``) uses the
+optimizer. A step falls back to the per-parameter loop when the flat form does not apply (a parameter
 without a gradient, parameters of different dtypes or step counts).
 """
 
@@ -30,7 +31,7 @@ import functools
 import importlib.util
 import numbers
 from collections import defaultdict
-from operator import attrgetter, is_, methodcaller
+from operator import attrgetter, getitem, is_
 
 from backprop import backend
 from backprop.backend import xp
@@ -132,7 +133,7 @@ class Optimizer:
         for group in self.param_groups:
             flat = self.flat_group(group) if self._wants_flat(group) else None
             if flat is not None and flat.gather_grads():
-                fused = _fuses(group, flat) and self._fused_update
+                fused = _fuses(group, flat, self._fused_by_default) and self._fused_update
                 (fused or self._update)(group, flat.param, flat.grad, flat.state, flat.scratch)
                 flat.share_state(self.state)
                 continue
@@ -148,6 +149,7 @@ class Optimizer:
 
     _fused_update = None  # a rule with a one-pass kernel sets this to its method
     _flat_by_default = False  # foreach=None means flat buffers once a compiled step uses this optimizer
+    _fused_by_default = False  # fused=None means fused whatever the size once a Numba-compiled step uses it
 
     def _wants_flat(self, group):
         foreach = group.get("foreach")
@@ -264,12 +266,13 @@ def _check_real(name, value):
 FUSED_FROM = 1 << 17
 
 
-def _fuses(group, flat):
+def _fuses(group, flat, by_default=False):
     """Whether ``group``'s flat update runs the rule's Numba kernel: ``fused=True`` (Numba
-    required), or ``fused=None`` with at least ``FUSED_FROM`` elements and Numba installed."""
+    required), or ``fused=None`` with at least ``FUSED_FROM`` elements and Numba installed,
+    or ``by_default`` (a Numba-compiled step has paid for importing Numba already)."""
     fused = group.get("fused")
     if fused is None:
-        return flat.param.size >= FUSED_FROM and _numba_installed()
+        return (by_default or flat.param.size >= FUSED_FROM) and _numba_installed()
     return bool(fused) and _require_numba()
 
 
@@ -311,6 +314,7 @@ class FlatGroup:
 
     def __init__(self, params, state):
         self.params = params
+        self.no_state = [()] * len(params)  # what valid() takes for a parameter without state
         sizes = [p.data.size for p in params]
         self.bounds = [(sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(params))]
         dtype = params[0].data.dtype
@@ -323,6 +327,7 @@ class FlatGroup:
         self.grad_views = self.views(self.grad)
         self.scratch = Scratch()
         self.state, self.state_views = {}, {}
+        self.view_keys, self.view_list = [], []
         states = [state.get(p, {}) for p in params]
         for key, value in states[0].items():
             if isinstance(value, xp.ndarray) and value.ndim and value.dtype.kind == "f":
@@ -357,11 +362,13 @@ class FlatGroup:
         identity test per array, by C-level ``map``: this runs every step)."""
         if not all(map(is_, map(_DATA, self.params), self.param_views)):
             return False
-        dicts = list(map(state.get, self.params))
-        for key, views in self.state_views.items():
-            if not all(map(is_, map(methodcaller("get", key), dicts), views)):
-                return False
-        return all(len(d or ()) == len(self.state) for d in dicts)
+        dicts = list(map(state.get, self.params, self.no_state))
+        if not all(map(len(self.state).__eq__, map(len, dicts))):
+            return False
+        try:
+            return all(map(is_, map(getitem, dicts * len(self.state_views), self.view_keys), self.view_list))
+        except KeyError:  # a parameter's state has other names than this group's
+            return False
 
     def gather_grads(self):
         """Copy the parameters' gradients into ``grad``; False if one has none."""
@@ -386,6 +393,8 @@ class FlatGroup:
                 self.state_views[key] = self.views(value)
                 for p, view in zip(self.params, self.state_views[key]):
                     state[p][key] = view
+                self.view_keys += [key] * len(self.params)  # valid()'s (name, view) pairs, in order
+                self.view_list += self.state_views[key]
 
 
 _DATA, _GRAD = attrgetter("data"), attrgetter("grad")

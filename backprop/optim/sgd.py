@@ -50,6 +50,6 @@ class SGD(Optimizer):
         first = mu != 0 and b is None
         if first:
             b = state["momentum_buffer"] = xp.empty_like(param)
-        _fused.sgd(param, grad, param if b is None else b, *_fused.scalars(
+        _fused.sgd(param, grad, param if b is None else b, _fused.coefficients(
             param, group["lr"], mu, 1 - group["dampening"], group["weight_decay"]),
             first, group["nesterov"], group["maximize"])
