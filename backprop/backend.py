@@ -98,17 +98,19 @@ def same_device(a, b, op):
         raise ValueError(f"{op}: the operands are on different devices, {device(a)} and {device(b)}; move one with .to()")
 
 
-def matmul2d(a, b):
-    """a @ b for matrices. NumPy's matmul skips BLAS when the inner dimension is 1 (an
-    outer product, as the weight gradient of a batch of one), about 6x slower than dot."""
-    return namespace(a).dot(a, b) if a.shape[1] == 1 else a @ b
+def matmul2d(a, b, out=None):
+    """a @ b for matrices (into ``out`` when given). NumPy's matmul skips BLAS when the inner
+    dimension is 1 (an outer product, as the weight gradient of a batch of one), about 6x
+    slower than dot."""
+    ns = namespace(a)
+    return ns.dot(a, b, out=out) if a.shape[1] == 1 else ns.matmul(a, b, out=out)
 
 
-def column_sums(g):
-    """The sum of a matrix's rows, sum_n g[n, :], as ones^T g: BLAS does it in half the
-    time of NumPy's reduction at batch 512."""
+def column_sums(g, out=None):
+    """The sum of a matrix's rows, sum_n g[n, :], as ones^T g (into ``out`` when given):
+    BLAS does it in half the time of NumPy's reduction at batch 512."""
     ns = namespace(g)
-    return ns.dot(ns.ones(len(g), g.dtype), g)
+    return ns.dot(ns.ones(len(g), g.dtype), g, out=out)
 
 
 def relu(a):

@@ -32,6 +32,8 @@ smaller batch of an epoch; a parameter replaced or frozen) captures a new plan.
 """
 
 import contextlib
+import inspect
+from collections import Counter
 from functools import partial
 from operator import attrgetter
 
@@ -311,6 +313,31 @@ def _unknown_array(function, known, depth=0):
     return None
 
 
+def _written_into(instructions, leaves, tensors):
+    """{instruction's index: the leaf's gradient buffer} for each VJP that can write a
+    parameter's whole gradient into its buffer itself (it takes ``out``, it is the
+    parameter's only contribution, and what it reads has the buffer's dtype), sparing a
+    copy of the gradient. ``tensors`` are the plan's, by slot."""
+    buffers = {k: buffer for k, _, buffer in leaves}
+    contributions = Counter(target for _, _, target, _, _ in instructions)
+    written = {}
+    for i, (source, vjp, target, _, _) in enumerate(instructions):
+        function, bound = (vjp.func, vjp.args) if isinstance(vjp, partial) else (vjp, ())
+        buffer = buffers.get(target)
+        if buffer is None or contributions[target] != 1 or not _takes_out(function):
+            continue
+        if all(a.dtype == buffer.dtype for a in (tensors[source].data, *bound) if isinstance(a, xp.ndarray)):
+            written[i] = buffer
+    return written
+
+
+def _takes_out(function):
+    try:
+        return "out" in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        return False
+
+
 class Plan:
     """One captured step: forward kernels, the VJPs in backward order, the update."""
 
@@ -334,6 +361,7 @@ class Plan:
         for leaf in leaves:
             buffer = grad_buffers.get(id(leaf))
             self.leaves.append((slot[id(leaf)], leaf, xp.empty_like(leaf.data) if buffer is None else buffer))
+        self.written = _written_into(self.instructions, self.leaves, nodes + leaves)
         self.idle = [p for p in step.params if id(p) not in slot]  # zero_grad() leaves them no gradient
         self.slots = len(slot)
         self.run = self._generate()
@@ -383,7 +411,7 @@ class Plan:
         if self.numba_reason is not None:
             return self.numba_reason
         grads, loss = [buffer.copy() for _, _, buffer in self.leaves], self.loss.copy()
-        function, arguments = numba_step.build(self.records, self.instructions, self.leaves, self.seed)
+        function, arguments = numba_step.build(self.records, self.instructions, self.leaves, self.written, self.seed)
         if function(*arguments) and xp.allclose(self.loss, loss, rtol=1e-5) and all(
             xp.allclose(buffer, g, rtol=1e-4, atol=1e-6) for (_, _, buffer), g in zip(self.leaves, grads)
         ):
@@ -425,12 +453,17 @@ class Plan:
         lines.append("    g0 = seed")
         for i, (source, vjp, target, shape, first) in enumerate(self.instructions):
             scope[f"vjp{i}"], scope[f"shape{i}"] = vjp, shape
+            if i in self.written:  # the parameter's gradient, written into its buffer
+                scope[f"out{i}"] = self.written[i]
+                lines.append(f"    g{target} = vjp{i}(g{source}, out=out{i})")
+                continue
             lines.append(f"    c = vjp{i}(g{source})")
             lines.append(f"    if c.shape != shape{i}: c = unbroadcast(c, shape{i})")
             lines.append(f"    g{target} = c" if first else f"    g{target} = g{target} + c")
+        written = set(map(id, self.written.values()))
         for i, (k, p, buffer) in enumerate(self.leaves):
             scope[f"p{i}"], scope[f"grad{i}"] = p, buffer
-            lines += [f"    copyto(grad{i}, g{k})", f"    p{i}.grad = grad{i}"]
+            lines += ([] if id(buffer) in written else [f"    copyto(grad{i}, g{k})"]) + [f"    p{i}.grad = grad{i}"]
         for i, p in enumerate(self.idle):
             scope[f"idle{i}"] = p
             lines.append(f"    idle{i}.grad = None")

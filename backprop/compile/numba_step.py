@@ -105,26 +105,39 @@ def _gemm_into(A, B, C):
     return lambda A, B, C: kernel(A, B, C)
 
 
+def _omitted(out):
+    return out is None or isinstance(out, (types.NoneType, types.Omitted))
+
+
 @overload(backend.matmul2d)
-def _matmul2d(a, b):
-    def impl(a, b):
-        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-        gemm_into(a, b, out)
-        return out
+def _matmul2d(a, b, out=None):
+    if _omitted(out):
+        def impl(a, b, out=None):
+            result = np.empty((a.shape[0], b.shape[1]), a.dtype)
+            gemm_into(a, b, result)
+            return result
+    else:
+        def impl(a, b, out=None):
+            gemm_into(a, b, out)
+            return out
 
     return impl
+
+
+@_jit
+def _column_sums_into(g, out):
+    out[:] = 0
+    for n in range(g.shape[0]):
+        for j in range(g.shape[1]):
+            out[j] += g[n, j]
+    return out
 
 
 @overload(backend.column_sums)
-def _column_sums(g):
-    def impl(g):
-        out = np.zeros(g.shape[1], g.dtype)
-        for n in range(g.shape[0]):
-            for j in range(g.shape[1]):
-                out[j] += g[n, j]
-        return out
-
-    return impl
+def _column_sums(g, out=None):
+    if _omitted(out):
+        return lambda g, out=None: _column_sums_into(g, np.empty(g.shape[1], g.dtype))
+    return lambda g, out=None: _column_sums_into(g, out)
 
 
 @overload(ops._as_rows)
@@ -225,10 +238,11 @@ def _bound(vjp):
     return (vjp.func, vjp.args) if isinstance(vjp, partial) else (vjp, ())
 
 
-def build(records, instructions, leaves, seed):
+def build(records, instructions, leaves, written, seed):
     """The compiled function and its arguments: ``function(*arguments)`` recomputes the
     forward pass into the plan's arrays, runs the VJPs, writes the gradients into the
-    leaves' arrays and returns False if the batch holds a class out of range."""
+    leaves' arrays (``written``: by the VJP itself) and returns False if the batch holds a
+    class out of range."""
     arguments, names = [], {}
 
     def name_of(value):
@@ -253,13 +267,16 @@ def build(records, instructions, leaves, seed):
             lines.append(f"    if not softmax_cross_entropy_forward({name_of(inputs[0])}, {name_of(inputs[1])}, "
                          f"{name_of(refresh['P'])}, {count}, {name_of(loss)}): return False")
     lines.append(f"    g0 = {name_of(dtype(1))}")
-    for source, vjp, target, _, first in instructions:
+    for i, (source, vjp, target, _, first) in enumerate(instructions):
         function, bound = _bound(vjp)
         bound = [dtype(v) if isinstance(v, int) else v for v in bound]  # the count in the arrays' dtype
-        call = f"{function.__name__}({', '.join([*map(name_of, bound), f'g{source}'])})"
+        out = [written[i]] if i in written else []
+        call = f"{function.__name__}({', '.join([*map(name_of, bound), f'g{source}', *map(name_of, out)])})"
         lines.append(f"    g{target} = {call}" if first else f"    g{target} = g{target} + {call}")
+    in_place = set(map(id, written.values()))
     for k, _, buffer in leaves:
-        lines.append(f"    {name_of(buffer)}[...] = g{k}")
+        if id(buffer) not in in_place:
+            lines.append(f"    {name_of(buffer)}[...] = g{k}")
     lines.append("    return True")
     body = "\n".join(lines)
     header = f"def step({', '.join(f'a{i}' for i in range(len(arguments)))}):\n"
