@@ -144,6 +144,20 @@ def test_fit_compiled_numba_says_which_path_in_history():
     assert history.steps == {"compiled": 8, "eager": 0} and history.numba_reason is None
 
 
+@pytest.mark.parametrize("compiled", [True, "numba"])
+def test_repeated_fits_keep_one_step_and_its_plans(compiled):
+    if compiled == "numba":
+        pytest.importorskip("numba")
+    model, loss_fn, optimizer = build()
+    steps = []
+    for _ in range(3):
+        backprop.fit(model, loss_fn, optimizer, (X[:16], LABELS[:16]), epochs=1, batch_size=8, shuffle=False,
+                     metrics=(), progress=False, compiled=compiled)
+        steps.append(optimizer._train_step)
+    assert steps[0] is steps[1] is steps[2] and len(steps[0].plans) == 1
+    assert steps[0].counts == {"compiled": 2, "eager": 0}  # the last fit's two steps, both replayed
+
+
 def test_the_replayed_backward_is_the_vjps_of_ops_py():
     step = compile_step(*build("gelu"))
     step(X[:8], LABELS[:8])

@@ -68,10 +68,10 @@ def train_step_for(model, loss_fn, optimizer, compiled=True, after_backward=None
     settings = [(type(m).__name__, m._args()) for m in _modules(model, loss_fn)]
     step = getattr(optimizer, "_train_step", None)
     key = (model, loss_fn, compiled, after_backward, settings)
-    if step is None or (step.model, step.loss_fn, step.compiled, step.after_backward, step.settings) != key:
+    if step is None or step.reuse_key != key:
         step = optimizer._train_step = TrainStep(model, loss_fn, optimizer, bool(compiled), after_backward,
                                                  numba=compiled == "numba")
-        step.settings = settings
+        step.reuse_key = key
     return step
 
 
@@ -93,7 +93,7 @@ class TrainStep:
         self.model, self.loss_fn, self.optimizer, self.compiled = model, loss_fn, optimizer, compiled
         self.numba, self.numba_reason = bool(numba), (None if numba else "numba=False")
         self.after_backward = after_backward
-        self.settings = None
+        self.reuse_key = None  # what train_step_for made this step for
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.modules = _modules(model, loss_fn)
         if not compiled:
