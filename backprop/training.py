@@ -16,10 +16,11 @@ Callbacks hook into the loop (``Callback``, in ``backprop.callbacks``, re-export
 import math
 import numbers
 import sys
+import weakref
 
 from backprop.backend import to_device, xp
 from backprop.callbacks import Callback, EarlyStopping, GradientFlow, GradientWarning, LRScheduler, ModelCheckpoint
-from backprop.compile import train_step_for
+from backprop.compile import module_settings, train_step_for
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
 from backprop.metrics import METRICS
 from backprop.nn.module import evaluating, parameter_device, parameter_dtype
@@ -361,10 +362,19 @@ def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):
     return DataLoader(dataset, batch_size, shuffle=shuffle and sampler is None, sampler=sampler)
 
 
+_PROBED = weakref.WeakKeyDictionary()  # model -> (loss, settings, example's shapes) it last took
+
+
 def _probe(model, loss_fn, dataset):
     """Run one example through the model and the loss, so that a shape mismatch fails
-    here in one sentence rather than deep inside the first step."""
-    x, y = (Tensor(_as_array(field)[None], device=parameter_device(model)) for field in dataset[0][:2])
+    here in one sentence rather than deep inside the first step; once per model, loss,
+    modules' settings and example shapes (repeated short fits, as ``partial_fit``'s, skip it)."""
+    fields = [_as_array(field) for field in dataset[0][:2]]
+    seen = _PROBED.get(model)
+    key = (module_settings(model, loss_fn), [(a.shape, a.dtype) for a in fields])
+    if seen is not None and seen[0]() is loss_fn and seen[1] == key:
+        return
+    x, y = (Tensor(field[None], device=parameter_device(model)) for field in fields)
     with evaluating(model):
         try:
             output = model(x)
@@ -379,3 +389,7 @@ def _probe(model, loss_fn, dataset):
                 f"fit: loss_fn cannot compare the model's output of shape {output.shape[1:]} per example "
                 f"with targets of shape {y.shape[1:]} ({error})"
             ) from None
+    try:
+        _PROBED[model] = (weakref.ref(loss_fn), key)
+    except TypeError:  # a loss without weak references: probed every time
+        pass

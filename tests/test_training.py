@@ -389,6 +389,17 @@ def test_bad_arguments_fail_before_training_in_one_sentence(kwargs, message):
     assert "\n" not in str(error.value)
 
 
+def test_a_fit_after_a_good_one_still_refuses_what_the_model_cannot_take():
+    model, loss_fn = mlp(), nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    fit(model, loss_fn, optimizer, blobs(10), epochs=1, progress=False)  # probed once, then remembered
+    with pytest.raises(ValueError, match=r"the model cannot take features of shape \(3,\) per example"):
+        fit(model, loss_fn, optimizer, (np.zeros((5, 3)), np.zeros(5, dtype=int)), epochs=1, progress=False)
+    model = nn.Sequential(nn.Linear(3, 16), *list(model)[1:])  # a new first layer: the old examples no longer fit
+    with pytest.raises(ValueError, match=r"the model cannot take features of shape \(2,\) per example"):
+        fit(model, loss_fn, optim.SGD(model.parameters(), lr=0.1), blobs(10), epochs=1, progress=False)
+
+
 def test_a_diverging_loss_stops_training_with_advice():
     X, y = blobs(40)
     X = X * 1e3

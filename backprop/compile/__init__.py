@@ -65,7 +65,7 @@ def train_step_for(model, loss_fn, optimizer, compiled=True, after_backward=None
     (``partial_fit``) capture their plans once. ``compiled`` is True, False or "numba"
     (``compile_step``'s ``numba=True``). ``after_backward`` (distributed training's
     gradient averaging) runs between backward and the update, on the eager path."""
-    settings = [(type(m).__name__, m._args()) for m in _modules(model, loss_fn)]
+    settings = module_settings(model, loss_fn)
     step = getattr(optimizer, "_train_step", None)
     key = (model, loss_fn, compiled, after_backward, settings)
     if step is None or step.reuse_key != key:
@@ -73,6 +73,12 @@ def train_step_for(model, loss_fn, optimizer, compiled=True, after_backward=None
                                                  numba=compiled == "numba")
         step.reuse_key = key
     return step
+
+
+def module_settings(model, loss_fn):
+    """Each module's class and constructor arguments (of the model, and of the loss when it
+    is a module): what decides whether a step captured earlier still applies."""
+    return [(type(m).__name__, m._args()) for m in _modules(model, loss_fn)]
 
 
 def _modules(model, loss_fn):
