@@ -14,6 +14,7 @@ defaults.
 - ``fit_numba``: ``fit(compiled="numba")``, the forward and backward passes of each step as
   one Numba function (compiled once per network structure and cached on disk, before timing);
 - ``step``: the hand-written PyTorch-style loop, opted in with ``backprop.compile_step``;
+- ``step_numba``: the same loop with ``compile_step(..., numba=True)``;
 - ``jax``: ``jax.jit`` of the whole step (loss, gradient, update), called in a Python
   loop over the same batches (NumPy slices, as a NumPy data loader hands them over).
 """
@@ -36,7 +37,7 @@ ROWS = [  # (sizes, batch, optimizer) as in issue 12's table
     ((784, 256, 128, 10), 8, "sgd"), ((784, 256, 128, 10), 8, "adam"),
     ((784, 256, 128, 10), 32, "adam"), ((784, 256, 128, 10), 512, "sgd"),
 ]
-SYSTEMS = ("fit", "fit_fused", "fit_numba", "step", "jax")
+SYSTEMS = ("fit", "fit_fused", "fit_numba", "step", "step_numba", "jax")
 
 
 def make_trainer(system, sizes, opt, seed=0):
@@ -58,12 +59,12 @@ class BackpropTrainer:
         flags = {"fused": True} if system == "fit_fused" else {}
         params = list(self.model.parameters())
         self.optimizer = optim.SGD(params, lr=SGD_LR, **flags) if opt == "sgd" else optim.Adam(params, **ADAM, **flags)
-        if system == "step":
-            self.step = backprop.compile_step(self.model, self.loss_fn, self.optimizer)
+        if system.startswith("step"):
+            self.step = backprop.compile_step(self.model, self.loss_fn, self.optimizer, numba=system == "step_numba")
 
     def train(self, X, y, batch, start, steps):
         stop = start + steps * batch
-        if self.system == "step":
+        if self.system.startswith("step"):
             step, Tensor = self.step, self.backprop.Tensor
             for i in range(start, stop, batch):
                 step(Tensor(X[i : i + batch]), Tensor(y[i : i + batch]))
