@@ -106,7 +106,7 @@ def fit(
     sure to equal the eager step; ``History.steps`` says which path ran. ``compiled="numba"``
     (Numba required) runs each replayed step's forward and backward passes as one
     compiled function where the plan allows (linear, ReLU and softmax cross-entropy
-    networks: several times less time per step on small ones, a compile of ~15 s the first
+    networks: several times less time per step on small ones, a compile of ~10 s the first
     time, cached on disk), the same numbers to float32 rounding.
 
     ``distributed=True`` trains data-parallel on the ranks of an MPI job (run under
