@@ -105,7 +105,7 @@ def test_compiled_step_with_a_fused_optimizer_equals_eager_to_float32_rounding(r
         np.testing.assert_allclose(q.data, p.data, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("rule", ["SGD", "SGD-momentum", "Adam", "AdamW"])
+@pytest.mark.parametrize("rule", list(OPTIMIZERS))  # RMSprop, Adagrad: no fused kernel, their NumPy update
 def test_one_numba_function_per_step_trains_as_eager_to_float32_rounding(rule):
     pytest.importorskip("numba")
     reference, compiled = build(rule=rule), build(rule=rule)
@@ -116,6 +116,29 @@ def test_one_numba_function_per_step_trains_as_eager_to_float32_rounding(rule):
         assert step.path == "compiled" and step.numba_reason is None
     for p, q in zip(reference[0].parameters(), compiled[0].parameters()):
         np.testing.assert_allclose(q.data, p.data, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("numba", [False, True])
+def test_a_compiled_step_leaves_the_eager_gradients_written_in_place_into_the_flat_buffer(numba):
+    if numba:
+        pytest.importorskip("numba")
+    reference, compiled = build(rule="Adam"), build(rule="Adam")
+    step = compile_step(*compiled, numba=numba)
+    for x, y in batches()[:3]:
+        eager_step(*reference, x, y)
+        step(x, y)
+    (plan,) = step.plans.values()
+    assert sorted(b.shape for b in plan.written.values()) == [(3,), (3, 5), (5,), (5, 6)]  # every weight and bias
+    flat = compiled[2].flat_group(compiled[2].param_groups[0])
+    for p, q, view in zip(reference[0].parameters(), compiled[0].parameters(), flat.grad_views):
+        assert q.grad is view
+        np.testing.assert_allclose(q.grad, p.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_a_float64_batch_into_float32_weights_is_not_written_in_place_and_trains_as_eager():
+    step = assert_trains_as_eager(lambda: build(rule="Adam"), [(x.astype(np.float64), y) for x, y in batches()])
+    (plan,) = step.plans.values()
+    assert plan.written == {}  # the gradients arrive in float64; the buffers are float32
 
 
 def test_a_plan_numba_cannot_compile_replays_in_python_and_says_why():
