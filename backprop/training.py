@@ -24,6 +24,7 @@ from backprop.compile import module_settings, train_step_for
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
 from backprop.metrics import METRICS
 from backprop.nn.module import evaluating, parameter_device, parameter_dtype
+from backprop.optim.optimizer import _numba_installed
 from backprop.tensor import Tensor, _as_array
 
 __all__ = [
@@ -107,7 +108,9 @@ def fit(
     (Numba required) runs each replayed step's forward and backward passes as one
     compiled function where the plan allows (linear, ReLU and softmax cross-entropy
     networks: several times less time per step on small ones, a compile of ~10 s the first
-    time, cached on disk), the same numbers to float32 rounding.
+    time, cached on disk), the same numbers to float32 rounding; ``compiled=True`` takes
+    that path by itself for a fit of at least ``NUMBA_FROM`` (100,000) steps when Numba is
+    installed, where it repays the compile. ``History.numba_reason`` is None when it ran.
 
     ``distributed=True`` trains data-parallel on the ranks of an MPI job (run under
     ``mpiexec``; see ``backprop.distributed.DataParallelFit``): each rank takes
@@ -138,6 +141,8 @@ def fit(
         train_loader, val_loader, progress = parallel.train_loader, parallel.val_loader, progress and parallel.writes
         callbacks = [c for c in callbacks if parallel.writes or not isinstance(c, ModelCheckpoint)]
 
+    if compiled is True and parallel is None and _numba_pays(epochs - initial_epoch, train_loader):
+        compiled = "numba"
     progress = _Progress(progress, initial_epoch, epochs)
     history = History()
     train_step = train_step_for(model, loss_fn, optimizer, compiled, after_backward=parallel and parallel.average_gradients)
@@ -360,6 +365,24 @@ def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):
     elif sampler is not None and not isinstance(sampler, Sampler):
         raise ValueError(f"sampler must be a Sampler or 'misclassified'; got {sampler!r}")
     return DataLoader(dataset, batch_size, shuffle=shuffle and sampler is None, sampler=sampler)
+
+
+# compiled=True means "numba" for a fit of at least this many steps when Numba is installed.
+# One Numba function per step saves ~50-200 us a step on small networks against the Python
+# replay (bench/NOTES.md, issue 12), and its compile costs up to ~10 s on a fresh install
+# (2-3 s for a new structure, 0.5 s once cached): from 100,000 steps it repays even the first
+# compile, and a short fit (the quick start's `backprop train`) never waits for one.
+NUMBA_FROM = 100_000
+
+
+def _numba_pays(epochs, loader):
+    """Whether ``epochs`` epochs of ``loader``'s batches reach ``NUMBA_FROM`` steps, with
+    Numba installed (a loader without a length: no)."""
+    try:
+        steps = epochs * len(loader)
+    except TypeError:
+        return False
+    return steps >= NUMBA_FROM and _numba_installed()
 
 
 _PROBED = weakref.WeakKeyDictionary()  # model -> (loss, settings, example's shapes) it last took

@@ -114,6 +114,18 @@ def test_train_evaluate_predict_on_a_csv_with_string_labels(pets_csv, workdir):
     assert sum(float(rows[0][f"p_{k}"]) for k in ("cat", "dog", "eel")) == pytest.approx(1, abs=1e-5)
 
 
+def test_train_verbose_says_which_path_the_steps_took_and_compiled_numba_trains_the_same(pets_csv):
+    common = ("train", "--data", pets_csv, "--target", "species", "--epochs", 3, "--batch-size", 16, "--verbose", "--json")
+    replayed, eager = ok(*common, "--out", "a.npz"), ok(*common, "--compiled", "off", "--out", "b.npz")
+    assert "compiled (Python replay; not Numba: numba=False), 0 eager" in replayed.stdout
+    assert "steps   0 compiled" in eager.stdout and "eager (compiled=False)" in eager.stdout
+    assert last_json(replayed)["test_loss"] == last_json(eager)["test_loss"]  # the replay is the eager step
+    pytest.importorskip("numba")
+    numba = ok(*common, "--compiled", "numba", "--out", "c.npz")
+    assert "compiled (one Numba function each), 0 eager" in numba.stdout
+    assert last_json(numba)["test_loss"] == pytest.approx(last_json(replayed)["test_loss"], rel=1e-5)
+
+
 def test_predict_writes_csv_to_stdout_without_out(pets_csv):
     ok("train", "--data", pets_csv, "--target", "species", "--epochs", 5, "--out", "pets.npz")
     lines = ok("predict", "--model", "pets.npz", "--data", pets_csv).stdout.splitlines()

@@ -141,6 +141,19 @@ def test_a_float64_batch_into_float32_weights_is_not_written_in_place_and_trains
     assert plan.written == {}  # the gradients arrive in float64; the buffers are float32
 
 
+def test_one_numba_function_serves_every_batch_size_of_a_structure():
+    pytest.importorskip("numba")
+    from backprop.compile import numba_step
+
+    step = compile_step(*build(rule="Adam"), numba=True)
+    step(X[:8], LABELS[:8])
+    compiled = set(map(id, numba_step._STEPS.values()))
+    for size in (5, 3):  # the short last batch of an epoch: a new plan, the same compiled function
+        step(X[:size], LABELS[:size])
+        assert step.numba_reason is None
+    assert len(step.plans) == 3 and set(map(id, numba_step._STEPS.values())) == compiled
+
+
 def test_a_plan_numba_cannot_compile_replays_in_python_and_says_why():
     pytest.importorskip("numba")
     step = assert_trains_as_eager(lambda: build("tanh"), batches())
@@ -179,6 +192,17 @@ def test_repeated_fits_keep_one_step_and_its_plans(compiled):
         steps.append(optimizer._train_step)
     assert steps[0] is steps[1] is steps[2] and len(steps[0].plans) == 1
     assert steps[0].counts == {"compiled": 2, "eager": 0}  # the last fit's two steps, both replayed
+
+
+@pytest.mark.parametrize("numba_from, expected", [(8, None), (9, "numba=False")])
+def test_fit_takes_the_numba_path_by_itself_for_a_long_enough_fit(monkeypatch, numba_from, expected):
+    pytest.importorskip("numba")
+    from backprop import training
+
+    monkeypatch.setattr(training, "NUMBA_FROM", numba_from)  # this fit: 2 epochs of 4 batches
+    history = backprop.fit(*build(), (X[:32], LABELS[:32]), epochs=2, batch_size=8, shuffle=False,
+                           metrics=(), progress=False)
+    assert history.steps == {"compiled": 8, "eager": 0} and history.numba_reason == expected
 
 
 def test_the_replayed_backward_is_the_vjps_of_ops_py():

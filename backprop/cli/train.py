@@ -23,6 +23,7 @@ from backprop.cli.common import (
     writable,
 )
 from backprop.datasets import load_dataset
+from backprop.optim.optimizer import _require_numba
 from backprop.pipeline import check_target, load_model, loss_module, scores, split, targets, training_data
 from backprop.plots import plot_history
 from backprop.training import EarlyStopping, GradientFlow
@@ -77,6 +78,8 @@ def _architecture(model):
 @click.option("--init", "init_path", type=click.Path(dir_okay=False), default=None, help="Start from this model's weights (.npz saved by backprop, or .onnx) instead of a new network: fine-tuning.")
 @click.option("--distributed", "is_distributed", is_flag=True, help="Train data-parallel on the ranks of an MPI job: run under 'mpiexec -n N' (pip install 'backprop[mpi]').")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Start 'mpiexec -n N' on this machine and train with --distributed on its N ranks.")
+@click.option("--compiled", type=click.Choice(["auto", "numba", "off"]), default="auto", show_default=True, help="How steps run: auto: replayed plans (one Numba function each from 100,000 steps, Numba installed); numba: one Numba function a step now (backprop[fused]); off: the eager engine.")
+@click.option("--verbose", is_flag=True, help="Also print which path the training steps took, and why.")
 @json_option
 def train(is_distributed, workers, **options):
     """Train a multilayer perceptron and save it with what evaluate and predict need."""
@@ -87,6 +90,11 @@ def train(is_distributed, workers, **options):
     chosen = [f"--{name}" for name in ("hidden", "activation") if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
     if options["init_path"] is not None and chosen:
         raise click.BadParameter(f"with --init the network is the model's; {' and '.join(chosen)} cannot be given with it")
+    if options["compiled"] == "numba":
+        try:
+            _require_numba("--compiled numba")
+        except ImportError as error:
+            raise click.ClickException(str(error)) from None
     try:
         check_device(options["device"])
     except RuntimeError as error:  # no CuPy or no GPU: the command's one-line error, exit status 1
@@ -128,6 +136,14 @@ def _quiet_unless(speaks):
         yield
 
 
+def _steps_taken(history):
+    """Which path the training steps took, and why (``--verbose``)."""
+    steps = history.steps
+    how = "one Numba function each" if history.numba_reason is None else f"Python replay; not Numba: {history.numba_reason}"
+    eager = f" ({history.eager_reason})" if history.eager_reason else ""
+    return f"{steps['compiled']} compiled ({how}), {steps['eager']} eager{eager}"
+
+
 def _network(init, sizes, activation, dtype, batch_size):
     """A new MLP of ``sizes``, or the model of ``init`` (``(model, metadata)``, checked
     against the data's features and the outputs the loss needs) to fine-tune; on the host."""
@@ -142,7 +158,7 @@ def _network(init, sizes, activation, dtype, batch_size):
     return model.to(getattr(np, dtype))
 
 
-def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epochs, patience, val_fraction, test_fraction, seed, dtype, device, out, plot, grad_report, init_path, is_distributed, writes, as_json):
+def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, epochs, patience, val_fraction, test_fraction, seed, dtype, device, out, plot, grad_report, init_path, compiled, verbose, is_distributed, writes, as_json):
     """The training itself; ``writes``: this process prints and writes the files (rank 0)."""
     started = time.perf_counter()
     task = {"auto": None, "ce": "classification", "bce": "classification", "mse": "regression"}[loss]
@@ -187,6 +203,7 @@ def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, ep
         callbacks=callbacks,
         progress=True,
         distributed=is_distributed,
+        compiled={"auto": True, "numba": "numba", "off": False}[compiled],
     )
     model.to("cpu")  # scoring and saving are host-side
     trained = len(history.epoch)
@@ -194,6 +211,8 @@ def _train(data, target, hidden, activation, loss, optimizer, lr, batch_size, ep
     seconds = time.perf_counter() - started
     stopped = f", stopped early, best epoch {best} kept" if history.stopped_epoch is not None and trained < epochs else ""
     click.echo(f"trained {trained} epochs in {seconds:.1f} s{stopped}")
+    if verbose:
+        click.echo("steps   " + _steps_taken(history))
 
     results = {"data": dataset.source, "task": dataset.task, "epochs": trained, "best_epoch": best}
     for name, rows in rows_of.items():

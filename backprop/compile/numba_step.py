@@ -262,10 +262,11 @@ def build(records, instructions, leaves, written, seed):
         elif name == "relu":
             lines.append(f"    relu_forward({name_of(inputs[0])}, {name_of(out)})")
         else:
+            # an argument, not a literal: one compiled function serves every batch size
             count = inputs[0].shape[0] if _cross_entropy_options(inputs, options)[1] == "mean" else 1
             loss = out.reshape(1)
             lines.append(f"    if not softmax_cross_entropy_forward({name_of(inputs[0])}, {name_of(inputs[1])}, "
-                         f"{name_of(refresh['P'])}, {count}, {name_of(loss)}): return False")
+                         f"{name_of(refresh['P'])}, {name_of(dtype(count))}, {name_of(loss)}): return False")
     lines.append(f"    g0 = {name_of(dtype(1))}")
     for i, (source, vjp, target, _, first) in enumerate(instructions):
         function, bound = _bound(vjp)
