@@ -49,7 +49,7 @@ class History:
     ``steps`` counts the training steps by path: "compiled" (a captured plan replayed,
     ``backprop.compile``) and "eager"; ``eager_reason`` says why the last eager step was;
     ``numba_reason`` why the last compiled step was not one Numba function (None when it
-    was: ``fit(compiled="numba")``)."""
+    was: ``fit(compiled="numba")``, or a fit of ``NUMBA_FROM`` steps or more)."""
 
     def __init__(self):
         self.history = {}

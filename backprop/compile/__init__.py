@@ -330,8 +330,8 @@ def _written_into(instructions, leaves, tensors):
     for i, (source, vjp, target, _, _) in enumerate(instructions):
         function, bound = (vjp.func, vjp.args) if isinstance(vjp, partial) else (vjp, ())
         buffer = buffers.get(target)
-        if buffer is None or contributions[target] != 1 or not _takes_out(function):
-            continue
+        if buffer is None or not buffer.flags.c_contiguous or contributions[target] != 1 or not _takes_out(function):
+            continue  # (NumPy's dot writes only into a C-ordered array)
         if all(a.dtype == buffer.dtype for a in (tensors[source].data, *bound) if isinstance(a, xp.ndarray)):
             written[i] = buffer
     return written

@@ -23,8 +23,8 @@ once on the flat arrays, a handful of NumPy calls whatever the number of layers.
 memory instead of one pass per arithmetic operation; ``fused=None`` (the default) means
 fused for a flat group of at least ``FUSED_FROM`` elements when Numba is installed, and
 for any flat group once a step compiled by Numba (``compile_step(numba=True)``) uses the
-optimizer. A step falls back to the per-parameter loop when the flat form does not apply (a parameter
-without a gradient, parameters of different dtypes or step counts).
+optimizer. A step falls back to the per-parameter loop when the flat form does not apply
+(a parameter without a gradient, parameters of different dtypes or step counts).
 """
 
 import functools
