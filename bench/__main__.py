@@ -4,6 +4,10 @@ if "--distributed" in sys.argv[1:]:  # python -m bench --distributed: data-paral
     from bench.distributed import main
 
     main([arg for arg in sys.argv[1:] if arg != "--distributed"])
+elif "--jax" in sys.argv[1:]:  # python -m bench --jax [--quick]: only the rows against JAX's jit
+    from bench import jax_rows
+
+    jax_rows.main(["--report", "--systems", *jax_rows.REPORTED] + [a for a in sys.argv[1:] if a == "--quick"])
 else:
     from bench.train_mlp import main
 

@@ -20,6 +20,7 @@ defaults.
 """
 
 import argparse
+import datetime
 import os
 import statistics
 import sys
@@ -38,6 +39,8 @@ ROWS = [  # (sizes, batch, optimizer) as in issue 12's table
     ((784, 256, 128, 10), 32, "adam"), ((784, 256, 128, 10), 512, "sgd"),
 ]
 SYSTEMS = ("fit", "fit_fused", "fit_numba", "step", "step_numba", "jax")
+REPORTED = ("fit", "fit_numba", "step", "step_numba", "jax")  # what python -m bench runs
+HEADING = "Against JAX's jit: the rows of issue 12"
 
 
 def make_trainer(system, sizes, opt, seed=0):
@@ -141,6 +144,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="threads per system (default 2)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--rows", nargs="+", type=int, help="row numbers (from 0) to run; default all")
+    parser.add_argument("--report", action="store_true", help=f"also write the table into bench/RESULTS.md ({HEADING!r})")
     parser.add_argument("worker", nargs="?", choices=SYSTEMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -161,14 +165,25 @@ def main(argv=None):
     others = [name for name in systems if name != "jax"]
     head = ["network", "batch", "optimizer"] + [f"{name} samples/s" for name in systems]
     head += [f"{name} / jax" for name in others] if "jax" in systems else []
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for sizes, opt, batch in jobs:
         job = (tuple(sizes), opt, batch)
         cells = ["-".join(map(str, sizes)), str(batch), opt.upper()]
         cells += [f"{statistics.median(rates[name, job]):,.0f}" for name in systems]
         if "jax" in systems:
             cells += [f"{paired_ratio(rates[name, job], rates['jax', job]):.2f}" for name in others]
-        print("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.report:
+        from bench.results import write_section
+
+        import jax
+
+        write_section(HEADING, f"`python -m bench.jax_rows{' --quick' if args.quick else ''}` on "
+                      f"{datetime.date.today()}: {reps} repetitions of {block} s blocks, {args.threads} threads per "
+                      f"system, JAX {jax.__version__}; samples/s (median) and each system's paired ratio to JAX "
+                      f"(median over repetitions).\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,17 @@
 - step time as the network grows wider (128 to 4096) and deeper (2 to 16 layers),
   backprop beside PyTorch;
 
-and writes ``bench/RESULTS.md``. ``--quick`` runs a smaller version in under a minute.
+- with JAX installed (the ``bench`` extra), the rows of issue 12 against JAX's jit
+  (``bench.jax_rows``: ``fit``, ``fit(compiled="numba")``, the hand-written loop with and
+  without Numba, JAX), in their own section;
+
+and writes ``bench/RESULTS.md``. ``--quick`` runs a smaller version (about a minute, and
+one more for the JAX rows).
 """
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -397,11 +403,13 @@ def report(results):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller run that finishes in under a minute")
+    parser.add_argument("--quick", action="store_true", help="a smaller run (about a minute, one more for the JAX rows)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per system (default: all cores)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--batches", nargs="+", type=int, default=BATCHES)
     parser.add_argument("--no-scaling", action="store_true", help="skip the width/depth table")
+    parser.add_argument("--no-jax", action="store_true", help="skip the rows against JAX's jit (bench.jax_rows), "
+                        "which run after the rest when JAX is installed; --jax runs only them")
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")), help="the Markdown report")
     parser.add_argument("--json", default=str(Path(__file__).with_name("results.json")),
                         help="where to write the raw measurements")
@@ -420,6 +428,10 @@ def main(argv=None):
     text = report(results)
     Path(args.out).write_text(text + "\n\n" + kept_sections(text, Path(args.out)))
     print(text)
+    if not args.render and not args.no_jax and importlib.util.find_spec("jax") is not None:
+        from bench import jax_rows  # the rows against JAX's jit, their own section of the report
+
+        jax_rows.main(["--report", "--systems", *jax_rows.REPORTED] + (["--quick"] if args.quick else []))
 
 
 if __name__ == "__main__":
