@@ -13,7 +13,6 @@
 - time to 97% test accuracy on scikit-learn's digits (Adam, batch 32);
 - step time as the network grows wider (128 to 4096) and deeper (2 to 16 layers),
   backprop beside PyTorch;
-
 - with JAX installed (the ``bench`` extra), the rows of issue 12 against JAX's jit
   (``bench.jax_rows``: ``fit``, ``fit(compiled="numba")``, the hand-written loop with and
   without Numba, JAX), in their own section;
