@@ -393,7 +393,10 @@ def _probe(model, loss_fn, dataset):
     here in one sentence rather than deep inside the first step; once per model, loss,
     modules' settings and example shapes (repeated short fits, as ``partial_fit``'s, skip it)."""
     fields = [_as_array(field) for field in dataset[0][:2]]
-    seen = _PROBED.get(model)
+    try:
+        seen = _PROBED.get(model)
+    except TypeError:  # a model without a hash or weak references: probed every time
+        seen = None
     key = (module_settings(model, loss_fn), [(a.shape, a.dtype) for a in fields])
     if seen is not None and seen[0]() is loss_fn and seen[1] == key:
         return
@@ -414,5 +417,5 @@ def _probe(model, loss_fn, dataset):
             ) from None
     try:
         _PROBED[model] = (weakref.ref(loss_fn), key)
-    except TypeError:  # a loss without weak references: probed every time
+    except TypeError:  # a model or loss without a hash or weak references
         pass
