@@ -123,6 +123,12 @@ def linear(x, weight, bias=None):
 # ``partial``), written so that the same source also compiles with Numba for a whole
 # compiled step (``compile/numba_step.py``): array operators and the backend's named
 # helpers only.
+def vjp_parts(vjp):
+    """(the function, the arguments bound before g) of a VJP: a ``partial`` of one of the
+    functions below, or a closure (which binds nothing)."""
+    return (vjp.func, vjp.args) if isinstance(vjp, partial) else (vjp, ())
+
+
 def linear_input_vjp(W, g):
     """dL/dx = g W."""
     return backend.matmul2d(g, W) if g.ndim == 2 else g @ W

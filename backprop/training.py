@@ -132,7 +132,8 @@ def fit(
     dtype, device = parameter_dtype(model), parameter_device(model)
     train_loader = _loader("train", train, batch_size, shuffle, sampler, model, dtype, threshold)
     val_loader = None if val is None else _loader("val", val, batch_size, False, None, model, dtype, threshold)
-    _probe(model, loss_fn, train_loader.dataset)
+    settings = module_settings(model, loss_fn)  # the model's structure, for the probe and the reused step
+    _probe(model, loss_fn, train_loader.dataset, settings)
     parallel = None
     if distributed:
         from backprop.distributed import DataParallelFit
@@ -145,7 +146,8 @@ def fit(
         compiled = "numba"
     progress = _Progress(progress, initial_epoch, epochs)
     history = History()
-    train_step = train_step_for(model, loss_fn, optimizer, compiled, after_backward=parallel and parallel.average_gradients)
+    train_step = train_step_for(model, loss_fn, optimizer, settings, compiled,
+                                after_backward=parallel and parallel.average_gradients)
     train_step.counts = history.steps
     for callback in callbacks:
         callback.model, callback.optimizer, callback.history, callback.stop_training = model, optimizer, history, False
@@ -388,7 +390,7 @@ def _numba_pays(epochs, loader):
 _PROBED = weakref.WeakKeyDictionary()  # model -> (loss, settings, example's shapes) it last took
 
 
-def _probe(model, loss_fn, dataset):
+def _probe(model, loss_fn, dataset, settings):
     """Run one example through the model and the loss, so that a shape mismatch fails
     here in one sentence rather than deep inside the first step; once per model, loss,
     modules' settings and example shapes (repeated short fits, as ``partial_fit``'s, skip it)."""
@@ -397,7 +399,7 @@ def _probe(model, loss_fn, dataset):
         seen = _PROBED.get(model)
     except TypeError:  # a model without a hash or weak references: probed every time
         seen = None
-    key = (module_settings(model, loss_fn), [(a.shape, a.dtype) for a in fields])
+    key = (settings, [(a.shape, a.dtype) for a in fields])
     if seen is not None and seen[0]() is loss_fn and seen[1] == key:
         return
     x, y = (Tensor(field[None], device=parameter_device(model)) for field in fields)

@@ -7,7 +7,7 @@ if "--distributed" in sys.argv[1:]:  # python -m bench --distributed: data-paral
 elif "--jax" in sys.argv[1:]:  # python -m bench --jax [--quick]: only the rows against JAX's jit
     from bench import jax_rows
 
-    jax_rows.main(["--report", "--systems", *jax_rows.REPORTED] + [a for a in sys.argv[1:] if a == "--quick"])
+    jax_rows.report(quick="--quick" in sys.argv[1:])
 else:
     from bench.train_mlp import main
 

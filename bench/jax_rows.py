@@ -39,7 +39,7 @@ ROWS = [  # (sizes, batch, optimizer) as in issue 12's table
     ((784, 256, 128, 10), 32, "adam"), ((784, 256, 128, 10), 512, "sgd"),
 ]
 SYSTEMS = ("fit", "fit_fused", "fit_numba", "step", "step_numba", "jax")
-REPORTED = ("fit", "fit_numba", "step", "step_numba", "jax")  # what python -m bench runs
+REPORTED = ("fit", "fit_numba", "step", "step_numba", "jax")  # what python -m bench runs (report())
 HEADING = "Against JAX's jit: the rows of issue 12"
 
 
@@ -136,6 +136,11 @@ def worker_main(system, threads):
     worker = Worker(system, threads)
     worker.make_trainer = make_trainer
     worker.serve()
+
+
+def report(quick=False):
+    """The rows with the systems ``python -m bench`` runs, into their section of bench/RESULTS.md."""
+    main(["--report", "--systems", *REPORTED] + (["--quick"] if quick else []))
 
 
 def main(argv=None):

@@ -430,7 +430,7 @@ def main(argv=None):
     if not args.render and not args.no_jax and importlib.util.find_spec("jax") is not None:
         from bench import jax_rows  # the rows against JAX's jit, their own section of the report
 
-        jax_rows.main(["--report", "--systems", *jax_rows.REPORTED] + (["--quick"] if args.quick else []))
+        jax_rows.report(quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -59,13 +59,12 @@ def compile_step(model, loss_fn, optimizer, numba=False):
     return TrainStep(model, loss_fn, optimizer, numba=numba)
 
 
-def train_step_for(model, loss_fn, optimizer, compiled=True, after_backward=None):
+def train_step_for(model, loss_fn, optimizer, settings, compiled=True, after_backward=None):
     """The ``TrainStep`` that ``fit`` uses: kept on the optimizer and reused by the next
-    ``fit`` with the same model, loss and modules' settings, so that repeated short fits
-    (``partial_fit``) capture their plans once. ``compiled`` is True, False or "numba"
+    ``fit`` with the same model, loss and modules' ``settings`` (``module_settings``), so
+    that repeated short fits (``partial_fit``) capture their plans once. ``compiled`` is True, False or "numba"
     (``compile_step``'s ``numba=True``). ``after_backward`` (distributed training's
     gradient averaging) runs between backward and the update, on the eager path."""
-    settings = module_settings(model, loss_fn)
     step = getattr(optimizer, "_train_step", None)
     key = (model, loss_fn, compiled, after_backward, settings)
     if step is None or step.reuse_key != key:
@@ -328,7 +327,7 @@ def _written_into(instructions, leaves, tensors):
     contributions = Counter(target for _, _, target, _, _ in instructions)
     written = {}
     for i, (source, vjp, target, _, _) in enumerate(instructions):
-        function, bound = (vjp.func, vjp.args) if isinstance(vjp, partial) else (vjp, ())
+        function, bound = ops.vjp_parts(vjp)
         buffer = buffers.get(target)
         if buffer is None or not buffer.flags.c_contiguous or contributions[target] != 1 or not _takes_out(function):
             continue  # (NumPy's dot writes only into a C-ordered array)

@@ -221,7 +221,7 @@ def unsupported(records, instructions):
         if inputs[0].dtype not in (np.float32, np.float64):
             return f"{inputs[0].dtype} arrays"
     for _, vjp, *_ in instructions:
-        function, _ = _bound(vjp)
+        function, _ = ops.vjp_parts(vjp)
         if getattr(ops, getattr(function, "__name__", ""), None) is not function or function.__name__ not in VJPS:
             return "a derivative that is not a module-level function of ops.py"
     return None
@@ -231,11 +231,6 @@ def _cross_entropy_options(inputs, options):
     """(label_smoothing, reduction) of a recorded softmax_cross_entropy call."""
     given = {**dict(zip(("label_smoothing", "reduction"), inputs[2:])), **options}
     return given.get("label_smoothing", 0.0), given.get("reduction", "none")
-
-
-def _bound(vjp):
-    """(the function, the arguments bound before g) of a VJP."""
-    return (vjp.func, vjp.args) if isinstance(vjp, partial) else (vjp, ())
 
 
 def build(records, instructions, leaves, written, seed):
@@ -269,7 +264,7 @@ def build(records, instructions, leaves, written, seed):
                          f"{name_of(refresh['P'])}, {name_of(dtype(count))}, {name_of(loss)}): return False")
     lines.append(f"    g0 = {name_of(dtype(1))}")
     for i, (source, vjp, target, _, first) in enumerate(instructions):
-        function, bound = _bound(vjp)
+        function, bound = ops.vjp_parts(vjp)
         bound = [dtype(v) if isinstance(v, int) else v for v in bound]  # the count in the arrays' dtype
         out = [written[i]] if i in written else []
         call = f"{function.__name__}({', '.join([*map(name_of, bound), f'g{source}', *map(name_of, out)])})"
