@@ -17,6 +17,7 @@ named function here (``matmul2d``, ``column_sums``, ``relu``), so that another a
 library can supply its own version.
 """
 
+import functools
 import sys
 
 import numpy as xp
@@ -109,8 +110,40 @@ def matmul2d(a, b, out=None):
 def column_sums(g, out=None):
     """The sum of a matrix's rows, sum_n g[n, :], as ones^T g (into ``out`` when given):
     BLAS does it in half the time of NumPy's reduction at batch 512."""
-    ns = namespace(g)
-    return ns.dot(ns.ones(len(g), g.dtype), g, out=out)
+    return namespace(g).dot(_ones(namespace(g), len(g), g.dtype), g, out=out)
+
+
+def row_sums(a, out=None):
+    """The sum of each row of a matrix as a column, sum_k a[:, k] (N, 1), as a ones: a GEMV,
+    3-4x faster than NumPy's reduction along rows of 10 (into ``out`` when given)."""
+    return namespace(a).dot(a, _ones(namespace(a), a.shape[1], a.dtype)[:, None], out=out)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(ns, length, dtype):
+    """A vector of ones, made once per length and dtype (read-only: it is shared)."""
+    ones = ns.ones(length, dtype)
+    if ns is xp:
+        ones.flags.writeable = False
+    return ones
+
+
+def softmax_shift(Z, out=None):
+    """Logits ready for exp in a softmax: Z itself when every |z| <= log(M)/2, M the dtype's
+    largest number (e^z, and sums of up to e^(log(M)/2) of them, stay finite and normal;
+    log sum_k e^z_k has an absolute error near eps |z|, 3e-6 at most in float32), else
+    z - max_k z row by row (into ``out`` when given). The test's two full reductions take
+    a third of the row maximum's time on rows of 10 (NumPy only: on a GPU the test would
+    wait for the device)."""
+    ns = namespace(Z)
+    if ns is xp and Z.size and -_shift_free_bound(Z.dtype) <= Z.min() and Z.max() <= _shift_free_bound(Z.dtype):
+        return Z  # (a NaN fails the test)
+    return ns.subtract(Z, Z.max(axis=1, keepdims=True), out=out)
+
+
+@functools.lru_cache(maxsize=8)
+def _shift_free_bound(dtype):
+    return float(xp.log(xp.finfo(dtype).max) / 2)
 
 
 def relu(a):

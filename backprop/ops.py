@@ -384,14 +384,15 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, reduction="none")
     ('none'), g ('sum') or g / N ('mean'): the textbook gradient, no division by a
     probability ever happens. With s = z - max(z) and S = sum_k e^{s_k}: log softmax(z)
     = s - log S, and for a class index t, l = log S - s_t, so only the softmax itself is
-    ever formed, once.
+    ever formed, once. The shift is skipped where the logits are small enough for e^z
+    (``backend.softmax_shift``): softmax is the same for any shift.
     """
     Z = logits.data
     same_device(Z, target, "cross_entropy")
     xp = namespace(Z)
-    shifted = Z - Z.max(axis=1, keepdims=True)
+    shifted = backend.softmax_shift(Z)
     P = xp.exp(shifted)
-    total = P.sum(axis=1, keepdims=True)
+    total = backend.row_sums(P)
     log_total = xp.log(total)
     P /= total  # softmax(z), kept for the VJP
     if target.dtype.kind in "iu" and not label_smoothing:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import backprop as bp
-from backprop import ops
+from backprop import backend, ops
 
 try:
     import torch
@@ -230,6 +230,25 @@ def test_softmax_cross_entropy_is_stable_at_huge_logits():
     loss.backward()
     assert np.isfinite(loss.item()) and np.isfinite(z.grad).all()
     np.testing.assert_allclose(loss.item(), 2000.0 + 1.0 + np.log1p(np.exp(-1.0)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [0.9, 1.1])  # inside and outside the range where no shift is needed
+def test_softmax_cross_entropy_with_and_without_the_shift_matches_torch(dtype, scale):
+    bound = np.log(np.finfo(dtype).max) / 2
+    logits = np.random.default_rng(3).uniform(-1, 1, (6, 4)).astype(dtype) * dtype(scale * bound)
+    logits[:, 0] = scale * bound  # close logits at the edge: the case the shift protects
+    assert (backend.softmax_shift(logits) is logits) == (scale < 1)
+    labels = np.array([0, 1, 2, 3, 0, 1])
+    z = bp.Tensor(logits, requires_grad=True)
+    loss = ops.softmax_cross_entropy(z, labels, reduction="mean")
+    loss.backward()
+    zt = torch.tensor(logits, requires_grad=True)
+    expected = torch.nn.functional.cross_entropy(zt, torch.tensor(labels))
+    expected.backward()
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss.item(), expected.item(), rtol=rtol)
+    np.testing.assert_allclose(z.grad, zt.grad.numpy(), rtol=rtol, atol=rtol * 1e-2)
 
 
 def test_binary_cross_entropy_with_logits_matches_torch_and_is_stable():

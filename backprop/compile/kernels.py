@@ -11,7 +11,7 @@ device stays eager).
 """
 
 from backprop import ops
-from backprop.backend import special, xp
+from backprop.backend import row_sums, softmax_shift, special, xp
 
 
 def _linear(out, refresh, x, weight, bias=None):
@@ -68,15 +68,15 @@ def _softmax_cross_entropy(out, refresh, logits, target, label_smoothing=0.0, re
         return None
     n, classes = logits.shape
     count = None if reduction == "none" else (n if reduction == "mean" else 1)
-    shifted, column = xp.empty_like(logits), xp.empty((n, 1), logits.dtype)
+    shift_buffer, column = xp.empty_like(logits), xp.empty((n, 1), logits.dtype)
     index = target.view(target.dtype.str.replace("i", "u")) if target.dtype.kind == "i" else target
 
     def run():
         if target.dtype.kind in "iu" and index.max() >= classes:  # out of range (a negative reads as huge)
             return False
-        xp.subtract(logits, logits.max(axis=1, keepdims=True), out=shifted)
+        shifted = softmax_shift(logits, out=shift_buffer)
         xp.exp(shifted, out=P)
-        total = P.sum(axis=1, keepdims=True, out=column)
+        total = row_sums(P, out=column)
         log_total = xp.log(total)
         xp.divide(P, total, out=P)
         if Y is None:
