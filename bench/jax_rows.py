@@ -181,14 +181,15 @@ def main(argv=None):
     table = "\n".join(lines)
     print(table)
     if args.report:
-        from bench.results import write_section
-
         import jax
+
+        from bench.results import write_section
+        from bench.worker import blas_pools
 
         write_section(HEADING, f"`python -m bench.jax_rows{' --quick' if args.quick else ''}` on "
                       f"{datetime.date.today()}: {reps} repetitions of {block} s blocks, {args.threads} threads per "
                       f"system, JAX {jax.__version__}; samples/s (median) and each system's paired ratio to JAX "
-                      f"(median over repetitions).\n\n{table}")
+                      f"(median over repetitions). BLAS here: {'; '.join(blas_pools())}.\n\n{table}")
 
 
 if __name__ == "__main__":

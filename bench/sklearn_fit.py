@@ -18,9 +18,10 @@ import numpy as np
 from sklearn import neural_network
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from backprop import sklearn as ours
+from bench.worker import blas_pools
 
 
 def timed_fit(estimator, X, y):
@@ -43,7 +44,7 @@ def main(argv=None):
 
 def run(args):
     X, y = load_digits(return_X_y=True)
-    pools = ", ".join(f"{p['internal_api']} ({p['num_threads']} threads)" for p in threadpool_info())
+    pools = "; ".join(blas_pools())
     print(f"digits {X.shape}, python {platform.python_version()}, numpy {np.__version__}; BLAS: {pools}")
     print("| solver | n_iter_ | scikit-learn (s) | backprop (s) | speed-up (median of paired ratios) |")
     print("|---|---|---|---|---|")

@@ -44,6 +44,22 @@ def memory_kib():
     return values["VmRSS"], values["VmHWM"]
 
 
+def blas_pools():
+    """This process's BLAS and OpenMP thread pools, each as "openblas 0.3.31 (2 threads,
+    Haswell kernels)", and ``OPENBLAS_CORETYPE`` when the environment sets it: OpenBLAS's
+    kernels decide the speed of the matrix products (an AVX-512 CPU whose environment sets
+    OPENBLAS_CORETYPE=Haswell runs AVX2 kernels; XLA and MKL choose their own)."""
+    from threadpoolctl import threadpool_info
+
+    pools = []
+    for p in threadpool_info():
+        kernels = f", {p['architecture']} kernels" if p.get("architecture") else ""
+        pools.append(f"{p['internal_api']} {p.get('version') or ''} ({p['num_threads']} threads{kernels})"
+                     .replace("  ", " "))
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    return pools + ([f"OPENBLAS_CORETYPE={coretype} set in the environment"] if coretype else [])
+
+
 def wait_until_idle(limit=0.5):
     """Return once this process has stopped using the CPU (at most ``limit`` seconds).
 
@@ -86,8 +102,6 @@ class Worker:
 
     # -- commands ---------------------------------------------------------------------
     def info(self):
-        from threadpoolctl import threadpool_info
-
         import numpy
         import scipy
 
@@ -105,9 +119,7 @@ class Worker:
             import backprop
 
             versions["backprop"] = backprop.__version__
-        pools = [f"{p['internal_api']} {p.get('version') or ''} ({p['num_threads']} threads)".replace("  ", " ")
-                 for p in threadpool_info()]
-        return {"versions": versions, "threadpools": pools}
+        return {"versions": versions, "threadpools": blas_pools()}
 
     def step_time(self, sizes, opt, batch, steps, warmup=3, seed=0, settle=True):
         """Seconds for ``steps`` training steps, after ``warmup`` untimed ones on a fresh model."""
