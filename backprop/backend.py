@@ -110,13 +110,15 @@ def matmul2d(a, b, out=None):
 def column_sums(g, out=None):
     """The sum of a matrix's rows, sum_n g[n, :], as ones^T g (into ``out`` when given):
     BLAS does it in half the time of NumPy's reduction at batch 512."""
-    return namespace(g).dot(_ones(namespace(g), len(g), g.dtype), g, out=out)
+    ns = namespace(g)
+    return ns.dot(_ones(ns, len(g), g.dtype), g, out=out)
 
 
 def row_sums(a, out=None):
     """The sum of each row of a matrix as a column (N, 1), a @ ones: a GEMV,
     3-4x faster than NumPy's reduction along rows of 10 (into ``out`` when given)."""
-    return namespace(a).dot(a, _ones(namespace(a), a.shape[1], a.dtype)[:, None], out=out)
+    ns = namespace(a)
+    return ns.dot(a, _ones(ns, a.shape[1], a.dtype)[:, None], out=out)
 
 
 def _ones(ns, length, dtype):
@@ -139,10 +141,10 @@ def softmax_shift(Z, out=None):
     z - max_k z row by row (into ``out`` when given). The test's two full reductions take
     a third of the row maximum's time on rows of 10; it is made on every device, so that
     a GPU computes the CPU's numbers."""
-    ns = namespace(Z)
-    if Z.size and -_shift_free_bound(Z.dtype) <= Z.min() and Z.max() <= _shift_free_bound(Z.dtype):
+    bound = _shift_free_bound(Z.dtype)
+    if Z.size and -bound <= Z.min() and Z.max() <= bound:
         return Z  # (a NaN fails the test)
-    return ns.subtract(Z, Z.max(axis=1, keepdims=True), out=out)
+    return namespace(Z).subtract(Z, Z.max(axis=1, keepdims=True), out=out)
 
 
 @functools.lru_cache(maxsize=8)

@@ -387,7 +387,7 @@ def _numba_pays(epochs, loader):
     return steps >= NUMBA_FROM and _numba_installed()
 
 
-_PROBED = weakref.WeakKeyDictionary()  # model -> (loss, settings, example's shapes) it last took
+_PROBED = weakref.WeakKeyDictionary()  # model -> (weak reference to the loss, (settings, example's shapes)) last probed
 
 
 def _probe(model, loss_fn, dataset, settings):
