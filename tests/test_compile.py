@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import backprop
-from backprop import nn, ops, optim
+from backprop import backend, nn, ops, optim
 from backprop.compile import TrainStep, compile_step
 from backprop.sklearn._network import SklearnLoss
 
@@ -152,6 +152,50 @@ def test_one_numba_function_serves_every_batch_size_of_a_structure():
         step(X[:size], LABELS[:size])
         assert step.numba_reason is None
     assert len(step.plans) == 3 and set(map(id, numba_step._STEPS.values())) == compiled
+
+
+def test_a_numba_step_works_in_aligned_copies_of_its_arrays_and_shows_the_output_as_eager():
+    pytest.importorskip("numba")
+    reference, compiled = build(rule="Adam"), build(rule="Adam")
+    step = compile_step(*compiled, numba=True)
+    for x, y in batches():
+        expected = reference[0](backprop.Tensor(x)).data  # the output before this step's update
+        eager_step(*reference, x, y)
+        step(x, y)
+        np.testing.assert_allclose(step.output, expected, rtol=1e-5, atol=1e-6)
+    (plan,) = step.plans.values()
+    assert step.output is plan.output and plan.x.ctypes.data % backend.ALIGN == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, features, inputs", [(8, 256, 784), (1, 64, 600), (33, 256, 784), (8, 5, 6)])
+def test_the_numba_linear_kernel_equals_numpy_as_itself_and_as_its_transpose(rows, features, inputs, dtype):
+    pytest.importorskip("numba")
+    from backprop.compile import numba_step
+
+    x, w, b = (rng.normal(size=shape).astype(dtype) for shape in [(rows, inputs), (features, inputs), features])
+    mirrored = rows <= numba_step.MIRRORED_UP_TO and w.size >= numba_step.MIRRORED_FROM
+    assert mirrored == (rows <= 8 and features == 256 or rows == 1)  # both forms are taken here
+    for bias in (b, None):
+        out = np.empty((rows, features), dtype)
+        numba_step.linear_forward(x, w, bias, out)
+        expected = x.astype(np.float64) @ w.T.astype(np.float64) + (0 if bias is None else bias)
+        np.testing.assert_allclose(out, expected, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)
+
+
+def test_a_product_run_on_one_thread_gives_openblas_its_thread_count_back():
+    pytest.importorskip("numba")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from backprop.compile import numba_step
+
+    a, b = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(3, 5)).astype(np.float32)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+        out = np.empty((4, 5), np.float32)
+        numba_step._GEMM_INTO[np.float32](a, b, out)  # far below SERIAL_BELOW
+        after = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    assert after == before
+    np.testing.assert_allclose(out, a @ b, rtol=1e-6)
 
 
 def test_a_plan_numba_cannot_compile_replays_in_python_and_says_why():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import backprop
-from backprop import optim
+from backprop import backend, optim
 
 STEPS = 25
 rng = np.random.default_rng(0)
@@ -119,11 +119,18 @@ def test_flat_update_views_parameters_and_state_into_one_buffer_each(rule, flag)
         train_step(plain_params, plain, x, y)
     flat = optimizer.flat_group(optimizer.param_groups[0])
     assert all(np.shares_memory(p.data, flat.param) for p in params)
+    views = [p.data for p in params] + flat.grad_views
     for key, value in flat.state.items():
         if isinstance(value, np.ndarray):
             assert all(np.shares_memory(optimizer.state[p][key], value) for p in params)
+            views += [optimizer.state[p][key] for p in params]
         else:
             assert all(optimizer.state[p][key] == value for p in params)
+    assert all(view.ctypes.data % backend.ALIGN == 0 for view in views)  # each on a vector boundary
+    owned = np.zeros(flat.param.size, bool)
+    for start, stop in flat.bounds:
+        owned[start:stop] = True
+    assert not owned.all() and not flat.param[~owned].any() and not flat.grad[~owned].any()  # gaps stay zeros
     for p, q in zip(params, plain_params):
         np.testing.assert_allclose(p.data, q.data, rtol=1e-12)
         assert set(optimizer.state[p]) == set(plain.state[q])

@@ -43,12 +43,14 @@ VJPS = {name: _jit(getattr(ops, name)) for name in _SUPPORTED_VJPS}
 
 
 # -- matrix products through NumPy's BLAS ----------------------------------------------------
-def _numpy_cblas():
-    """(sgemm, dgemm) of the OpenBLAS that NumPy's wheels carry, as external functions that
-    compiled code calls by name (so that it can be cached), or None."""
+def _numpy_openblas():
+    """The OpenBLAS that NumPy's wheels carry, as external functions that compiled code
+    calls by name (so that it can be cached): (sgemm, dgemm) of its CBLAS interface and
+    its (get, set) of the thread count; None where it cannot be found."""
     here = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
     for path in glob.glob(os.path.join(here, "libscipy_openblas64_*")):
-        names = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")
+        names = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_get_num_threads64_",
+                 "scipy_openblas_set_num_threads64_")
         try:
             library = ctypes.CDLL(path)
             if not all(hasattr(library, name) for name in names):
@@ -57,21 +59,30 @@ def _numpy_cblas():
         except (OSError, RuntimeError):
             continue
         i, n, p = types.int32, types.int64, types.intp
-        return tuple(
+        gemms = tuple(
             types.ExternalFunction(name, types.void(i, i, i, n, n, n, scalar, p, n, p, n, scalar, p, n))
             for name, scalar in zip(names, (types.float32, types.float64))
         )
+        return gemms, (types.ExternalFunction(names[2], i()), types.ExternalFunction(names[3], types.void(i)))
     return None
 
 
-_CBLAS = _numpy_cblas()
+_OPENBLAS = _numpy_openblas()
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+# A product of fewer multiply-adds runs on one thread: a step's next kernel reads its output
+# from this core's cache instead of fetching the half the other core wrote (64-128-10 at
+# batch 128, 1M multiply-adds a product: 92-99 against 118-120 us a step; bench/NOTES.md).
+SERIAL_BELOW = 4_000_000
 
 
-def _gemm_for(gemm, scalar):
+def _gemm_for(gemm, threads):
+    get_threads, set_threads = threads
+    scalar = np.float32 if gemm is _OPENBLAS[0][0] else np.float64
+
     @_jit
     def kernel(A, B, C):
-        """C = A @ B for C-contiguous C and A, B each C- or F-contiguous (a transpose)."""
+        """C = A @ B for C-contiguous C and A, B each C- or F-contiguous (a transpose); on
+        one thread below ``SERIAL_BELOW`` multiply-adds."""
         if not (A.flags.c_contiguous or A.flags.f_contiguous):
             A = np.ascontiguousarray(A)
         if not (B.flags.c_contiguous or B.flags.f_contiguous):
@@ -80,8 +91,14 @@ def _gemm_for(gemm, scalar):
         n = B.shape[1]
         ta, lda = (_NO_TRANS, k) if A.flags.c_contiguous else (_TRANS, m)
         tb, ldb = (_NO_TRANS, n) if B.flags.c_contiguous else (_TRANS, k)
+        pool = get_threads()
+        serial = pool > 1 and m * n * k < SERIAL_BELOW
+        if serial:
+            set_threads(1)
         gemm(_ROW_MAJOR, ta, tb, m, n, k, scalar(1), A.ctypes.data, max(lda, 1), B.ctypes.data, max(ldb, 1),
              scalar(0), C.ctypes.data, max(n, 1))
+        if serial:
+            set_threads(pool)
 
     return kernel
 
@@ -91,8 +108,8 @@ def _dot_into(A, B, C):
     np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B), C)
 
 
-_GEMM_INTO = {np.float32: _dot_into, np.float64: _dot_into} if _CBLAS is None else {
-    np.float32: _gemm_for(_CBLAS[0], np.float32), np.float64: _gemm_for(_CBLAS[1], np.float64)}
+_GEMM_INTO = {np.float32: _dot_into, np.float64: _dot_into} if _OPENBLAS is None else {
+    np.float32: _gemm_for(_OPENBLAS[0][0], _OPENBLAS[1]), np.float64: _gemm_for(_OPENBLAS[0][1], _OPENBLAS[1])}
 
 
 def gemm_into(A, B, C):
@@ -162,13 +179,27 @@ def _subtract_at(d, rows, columns, w):
 
 
 # -- forward kernels (the values of ops.py's primitives, recomputed into their arrays) -------
+# A batch of at most this many rows through a weight matrix of at least MIRRORED_FROM
+# elements is computed as (W x^T)^T: OpenBLAS takes half the time for it (8 rows through
+# 256x784 weights: 36 against 72 us on 2 threads), the transposed copy about a microsecond.
+MIRRORED_UP_TO, MIRRORED_FROM = 32, 32_768
+
+
 @_jit
 def linear_forward(X, W, b, out):
-    """out = X W^T (+ b)."""
-    gemm_into(X, W.T, out)
+    """out = X W^T (+ b); for a few rows through a large W, as the transpose of W X^T."""
+    rows, features = out.shape
+    if rows <= MIRRORED_UP_TO and W.size >= MIRRORED_FROM:
+        transposed = np.empty((features, rows), out.dtype)
+        gemm_into(W, X.T, transposed)
+        for n in range(rows):
+            for j in range(features):
+                out[n, j] = transposed[j, n]
+    else:
+        gemm_into(X, W.T, out)
     if b is not None:
-        for n in range(out.shape[0]):
-            for j in range(out.shape[1]):
+        for n in range(rows):
+            for j in range(features):
                 out[n, j] += b[j]
 
 
@@ -234,10 +265,12 @@ def _cross_entropy_options(inputs, options):
 
 
 def build(records, instructions, leaves, written, seed):
-    """The compiled function and its arguments: ``function(*arguments)`` recomputes the
-    forward pass into the plan's arrays, runs the VJPs, writes the gradients into the
-    leaves' arrays (``written``: by the VJP itself) and returns False if the batch holds a
-    class out of range."""
+    """The compiled function, its arguments and the plan's arrays it moved:
+    ``function(*arguments)`` recomputes the forward pass into the plan's arrays, runs the
+    VJPs, writes the gradients into the leaves' arrays (``written``: by the VJP itself) and
+    returns False if the batch holds a class out of range. ``moved`` maps the id of each
+    plan matrix that did not start on a vector boundary to the aligned copy the function
+    works in instead (``backend.empty_aligned``)."""
     arguments, names = [], {}
 
     def name_of(value):
@@ -276,7 +309,22 @@ def build(records, instructions, leaves, written, seed):
     lines.append("    return True")
     body = "\n".join(lines)
     header = f"def step({', '.join(f'a{i}' for i in range(len(arguments)))}):\n"
-    return _compiled(header + body), arguments
+    moved = _aligned(arguments, {id(a) for _, p, buffer in leaves for a in (p.data, buffer)})
+    return _compiled(header + body), [moved.get(id(a), a) for a in arguments], moved
+
+
+def _aligned(arguments, kept):
+    """{id: aligned copy} of each matrix among ``arguments`` that owns its data, is no
+    other argument's base, is not in ``kept`` (the optimizer's arrays, aligned by its flat
+    group) and does not start on a vector boundary."""
+    bases = {id(a.base) for a in arguments if isinstance(a, np.ndarray) and a.base is not None}
+    moved = {}
+    for a in arguments:
+        if (isinstance(a, np.ndarray) and a.ndim == 2 and a.base is None and a.flags.c_contiguous
+                and id(a) not in bases | kept and a.ctypes.data % backend.ALIGN):
+            moved[id(a)] = backend.empty_aligned(a.shape, a.dtype)
+            moved[id(a)][...] = a
+    return moved
 
 
 _STEPS = {}  # generated source -> its compiled function, shared by every plan of this process

@@ -310,16 +310,22 @@ class FlatGroup:
     ``state`` (the rule's arrays, 1-D, and its step count). Each parameter's ``.data``
     and each of its state arrays become views of a slice of them, so updating the flat
     arrays updates every parameter; ``gather_grads`` copies the gradients in, unless
-    ``p.grad`` already is its view of ``grad`` (a compiled step writes there)."""
+    ``p.grad`` already is its view of ``grad`` (a compiled step writes there). Each view
+    starts on a multiple of ``backend.ALIGN`` bytes, so that the products writing into them
+    run at full speed; the elements between views start at zero and belong to no parameter."""
 
     def __init__(self, params, state):
         self.params = params
         self.no_state = [()] * len(params)  # what valid() takes for a parameter without state
-        sizes = [p.data.size for p in params]
-        self.bounds = [(sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(params))]
         dtype = params[0].data.dtype
-        self.param = xp.empty(sum(sizes), dtype)
-        self.grad = xp.zeros_like(self.param)
+        step = backend.ALIGN // dtype.itemsize
+        self.bounds, end = [], 0
+        for p in params:
+            start = -(-end // step) * step
+            end = start + p.data.size
+            self.bounds.append((start, end))
+        self.param = self._zeros(end, dtype)
+        self.grad = self._zeros(end, dtype)
         self.param_views = self.views(self.param)
         for p, view in zip(params, self.param_views):
             view[...] = p.data
@@ -331,7 +337,7 @@ class FlatGroup:
         states = [state.get(p, {}) for p in params]
         for key, value in states[0].items():
             if isinstance(value, xp.ndarray) and value.ndim and value.dtype.kind == "f":
-                self.state[key] = xp.empty_like(self.param)
+                self.state[key] = self._zeros(self.param.size, self.param.dtype)
                 views = self.views(self.state[key])
                 for view, values in zip(views, states):
                     view[...] = values[key]
@@ -352,6 +358,12 @@ class FlatGroup:
         if any(values != plain[0] for values in plain):  # e.g. parameters that stepped different times
             return None
         return cls(params, state)
+
+    @staticmethod
+    def _zeros(size, dtype):
+        flat = backend.empty_aligned(size, dtype)
+        flat[...] = 0
+        return flat
 
     def views(self, flat):
         """Each parameter's slice of the flat array ``flat``, in the parameter's shape."""
@@ -390,6 +402,10 @@ class FlatGroup:
                 for p in self.params:
                     state[p][key] = value
             elif key not in self.state_views:
+                if value.ctypes.data % backend.ALIGN:  # made by the rule: moved onto the boundary
+                    made, value = value, backend.empty_aligned(value.size, value.dtype)
+                    value[...] = made
+                    self.state[key] = value
                 self.state_views[key] = self.views(value)
                 for p, view in zip(self.params, self.state_views[key]):
                     state[p][key] = view
