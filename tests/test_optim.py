@@ -434,6 +434,26 @@ def test_load_state_dict_refuses_invalid_hyperparameters_and_changes_nothing():
     assert optimizer.param_groups[0]["lr"] == 0.01
 
 
+@pytest.mark.parametrize("rule, config, moment", [("Adam", {"lr": 1e-3}, "exp_avg"),
+                                                  ("SGD", {"lr": 0.1, "momentum": 0.9}, "momentum_buffer")])
+def test_fused_moments_of_a_parameter_whose_gradient_stays_zero_reach_zero_not_a_subnormal(rule, config, moment):
+    pytest.importorskip("numba")
+    tiny = np.finfo(np.float32).tiny
+    weights = {}
+    for flag in ("foreach", "fused"):
+        params, optimizer = ours(rule, {**config, flag: True}, dtype=np.float32)
+        for step in range(1000):  # one gradient, then none: the moment decays by 0.9 a step
+            for p in params:
+                p.grad = (W0 if p.ndim == 2 else B0).astype(np.float32) * (step == 0)
+            optimizer.step()
+        m = np.concatenate([optimizer.state[p][moment].ravel() for p in params])
+        subnormal = (m != 0) & (np.abs(m) < tiny)
+        assert subnormal.all() if flag == "foreach" else not m.any()  # NumPy stops at 2^-149; the kernel at 0
+        weights[flag] = [p.data.copy() for p in params]
+    for a, b in zip(weights["foreach"], weights["fused"]):
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+
+
 @pytest.mark.parametrize("rule", ["SGD", "Adam"])
 def test_fused_none_fuses_a_large_flat_group_when_numba_is_installed(rule, monkeypatch):
     """fused=None: the Numba kernel from FUSED_FROM elements on (here lowered to 1), the
