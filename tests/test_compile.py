@@ -167,6 +167,30 @@ def test_a_numba_step_works_in_aligned_copies_of_its_arrays_and_shows_the_output
     assert step.output is plan.output and plan.x.ctypes.data % backend.ALIGN == 0
 
 
+def test_a_numba_step_takes_any_batch_layout_as_eager_and_keeps_no_reference_to_it():
+    pytest.importorskip("numba")
+    import weakref
+
+    def read_only(a):
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+
+    layouts = [np.copy, np.asfortranarray, read_only, np.copy, lambda a: a.copy()[::-1][::-1]]  # each a new array
+    reference, compiled = build(rule="Adam"), build(rule="Adam")
+    step = compile_step(*compiled, numba=True)
+    for layout, (x, y) in zip(layouts, batches()):  # handed over as they are, or copied into the plan's buffer
+        expected = eager_step(*reference, x, y)
+        given = layout(x)
+        np.testing.assert_allclose(step(given, y), expected, rtol=1e-5)
+        assert step.numba_reason is None
+        alive = weakref.ref(given)
+        del given
+        assert alive() is None
+    for p, q in zip(reference[0].parameters(), compiled[0].parameters()):
+        np.testing.assert_allclose(q.data, p.data, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows, features, inputs", [(8, 256, 784), (1, 64, 600), (33, 256, 784), (8, 5, 6)])
 def test_the_numba_linear_kernel_equals_numpy_as_itself_and_as_its_transpose(rows, features, inputs, dtype):

