@@ -15,6 +15,14 @@ here (``overload``): the matrix products call NumPy's own OpenBLAS through its C
 interface (Numba's ``np.dot`` goes through SciPy's BLAS, about half as fast here), and
 ``np.dot`` where NumPy's library cannot be found.
 
+Three habits of OpenBLAS shape the kernels (measurements in bench/NOTES.md): it writes a
+product's output up to 1.7x slower when the output does not start on a 64-byte boundary,
+so the function works in aligned copies of the plan's matrices (``build``); on two
+threads it splits small products across the cores, and the next kernel then waits for the
+other core's half, so a product below ``SERIAL_BELOW`` multiply-adds runs on one; and it
+computes a few rows through a large weight matrix twice as fast as the transpose of
+``W x^T`` (``linear_forward``).
+
 The generated source is written (atomically) to a cache directory and imported from
 there, so that Numba caches its machine code on disk; ``BACKPROP_CACHE`` names the
 directory (default ``~/.cache/backprop``).
@@ -75,9 +83,8 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 SERIAL_BELOW = 4_000_000
 
 
-def _gemm_for(gemm, threads):
+def _gemm_for(gemm, scalar, threads):
     get_threads, set_threads = threads
-    scalar = np.float32 if gemm is _OPENBLAS[0][0] else np.float64
 
     @_jit
     def kernel(A, B, C):
@@ -109,7 +116,7 @@ def _dot_into(A, B, C):
 
 
 _GEMM_INTO = {np.float32: _dot_into, np.float64: _dot_into} if _OPENBLAS is None else {
-    np.float32: _gemm_for(_OPENBLAS[0][0], _OPENBLAS[1]), np.float64: _gemm_for(_OPENBLAS[0][1], _OPENBLAS[1])}
+    scalar: _gemm_for(gemm, scalar, _OPENBLAS[1]) for gemm, scalar in zip(_OPENBLAS[0], (np.float32, np.float64))}
 
 
 def gemm_into(A, B, C):
