@@ -231,6 +231,16 @@ def test_a_plan_numba_cannot_compile_replays_in_python_and_says_why():
     assert step.numba_reason == "numba=False"
 
 
+def test_a_numba_step_of_big_endian_targets_replays_in_python_and_trains_as_eager():
+    pytest.importorskip("numba")
+    reference, compiled = build(), build()
+    step = compile_step(*compiled, numba=True)
+    for x, y in batches():
+        expected = eager_step(*reference, x, y)
+        assert step(x, y.astype(">i8")) == expected
+        assert step.path == "compiled" and step.numba_reason == ">i8 arrays (Numba takes only the machine's byte order)"
+
+
 def test_a_numba_step_refuses_a_class_out_of_range_as_eager_does():
     pytest.importorskip("numba")
     step = compile_step(*build(), numba=True)

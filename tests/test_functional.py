@@ -308,6 +308,16 @@ def test_cross_entropy_names_a_class_out_of_range():
         F.cross_entropy(Tensor(np.zeros((2, 5))), np.array([0, -3], dtype=np.int16))
 
 
+@pytest.mark.parametrize("dtype", [">i8", ">i4", ">u2"])
+def test_cross_entropy_takes_class_indices_in_either_byte_order(dtype):
+    logits = np.random.default_rng(0).normal(size=(4, 5))
+    native = np.array([0, 4, 2, 1])
+    expected = F.cross_entropy(Tensor(logits), native).item()
+    assert F.cross_entropy(Tensor(logits), native.astype(dtype)).item() == expected  # (a file may hold either)
+    with pytest.raises(ValueError, match="target contains class 5"):
+        F.cross_entropy(Tensor(logits), np.array([0, 5, 1, 1], dtype=dtype))
+
+
 def test_cross_entropy_asks_for_integer_indices_when_given_float_labels():
     with pytest.raises(ValueError, match=r"must hold integer class indices; got dtype float64"):
         F.cross_entropy(Tensor(np.zeros((3, 5))), np.array([1.0, 2.0, 0.0]))

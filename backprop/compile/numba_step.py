@@ -258,6 +258,9 @@ def unsupported(records, instructions):
             return f"{name} has no kernel in one compiled function"
         if inputs[0].dtype not in (np.float32, np.float64):
             return f"{inputs[0].dtype} arrays"
+        for array in inputs:
+            if isinstance(array, np.ndarray) and not array.dtype.isnative:
+                return f"{array.dtype} arrays (Numba takes only the machine's byte order)"
     for _, vjp, *_ in instructions:
         function, _ = ops.vjp_parts(vjp)
         if getattr(ops, getattr(function, "__name__", ""), None) is not function or function.__name__ not in VJPS:
