@@ -25,7 +25,10 @@ computes a few rows through a large weight matrix twice as fast as the transpose
 
 The generated source is written (atomically) to a cache directory and imported from
 there, so that Numba caches its machine code on disk; ``BACKPROP_CACHE`` names the
-directory (default ``~/.cache/backprop``).
+directory (default ``~/.cache/backprop``), and a step's file name is a hash of this
+module's, ``ops.py``'s and ``backend.py``'s sources. Numba keys the VJPs' own cache
+(``backprop/__pycache__/ops.*.nbi``) by ``ops.py`` alone, and they hold the products
+compiled in: after editing this module in a checkout, delete those files.
 """
 
 import ctypes
@@ -79,7 +82,7 @@ _OPENBLAS = _numpy_openblas()
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 # A product of fewer multiply-adds runs on one thread: a step's next kernel reads its output
 # from this core's cache instead of fetching the half the other core wrote (64-128-10 at
-# batch 128, 1M multiply-adds a product: 92-99 against 118-120 us a step; bench/NOTES.md).
+# batch 128, 1M multiply-adds a product: 92-100 against 118-133 us a step; bench/NOTES.md).
 SERIAL_BELOW = 4_000_000
 
 
