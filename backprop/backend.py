@@ -15,7 +15,7 @@ nothing on the host (the seeded generator, dtype names). The primitives in ``ops
 read as their formulas; where NumPy on a CPU is much faster with a trick, the trick is a
 named function here (``matmul2d``, ``column_sums``, ``row_sums``, ``softmax_shift``,
 ``relu``), so that another array library can supply its own version.
-``empty_aligned`` makes host buffers that start on a vector boundary.
+``empty_aligned`` and ``aligned`` make host buffers that start on a vector boundary.
 """
 
 import functools
@@ -165,6 +165,21 @@ def empty_aligned(shape, dtype):
     raw = xp.empty(nbytes + ALIGN, xp.uint8)
     start = -raw.ctypes.data % ALIGN
     return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned(a):
+    """``a`` itself if it starts on a multiple of ``ALIGN`` bytes, else a C-ordered copy that does."""
+    if not a.ctypes.data % ALIGN:
+        return a
+    copy = empty_aligned(a.shape, a.dtype)
+    copy[...] = a
+    return copy
+
+
+def as_unsigned(a):
+    """An integer array's values read as unsigned, in its own byte order: a negative class
+    index reads as a huge one, so one maximum checks both ends of a range."""
+    return a.view(a.dtype.str.replace("i", "u"))
 
 
 def relu(a):

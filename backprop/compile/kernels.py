@@ -11,7 +11,7 @@ device stays eager).
 """
 
 from backprop import ops
-from backprop.backend import row_sums, softmax_shift, special, xp
+from backprop.backend import as_unsigned, row_sums, softmax_shift, special, xp
 
 
 def _linear(out, refresh, x, weight, bias=None):
@@ -69,7 +69,7 @@ def _softmax_cross_entropy(out, refresh, logits, target, label_smoothing=0.0, re
     n, classes = logits.shape
     count = None if reduction == "none" else (n if reduction == "mean" else 1)
     shift_buffer, column = xp.empty_like(logits), xp.empty((n, 1), logits.dtype)
-    index = target.view(target.dtype.str.replace("i", "u")) if target.dtype.kind == "i" else target
+    index = as_unsigned(target) if target.dtype.kind in "iu" else target
 
     def run():
         if target.dtype.kind in "iu" and index.max() >= classes:  # out of range (a negative reads as huge)

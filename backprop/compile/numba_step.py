@@ -283,7 +283,7 @@ def build(records, instructions, leaves, written, seed):
     VJPs, writes the gradients into the leaves' arrays (``written``: by the VJP itself) and
     returns False if the batch holds a class out of range. ``moved`` maps the id of each
     plan matrix that did not start on a vector boundary to the aligned copy the function
-    works in instead (``backend.empty_aligned``)."""
+    works in instead (``backend.aligned``)."""
     arguments, names = [], {}
 
     def name_of(value):
@@ -330,13 +330,13 @@ def _aligned(arguments, kept):
     """{id: aligned copy} of each matrix among ``arguments`` that owns its data, is no
     other argument's base, is not in ``kept`` (the optimizer's arrays, aligned by its flat
     group) and does not start on a vector boundary."""
-    bases = {id(a.base) for a in arguments if isinstance(a, np.ndarray) and a.base is not None}
+    skipped = kept | {id(a.base) for a in arguments if isinstance(a, np.ndarray) and a.base is not None}
     moved = {}
     for a in arguments:
-        if (isinstance(a, np.ndarray) and a.ndim == 2 and a.base is None and a.flags.c_contiguous
-                and id(a) not in bases | kept and a.ctypes.data % backend.ALIGN):
-            moved[id(a)] = backend.empty_aligned(a.shape, a.dtype)
-            moved[id(a)][...] = a
+        if isinstance(a, np.ndarray) and a.ndim == 2 and a.base is None and a.flags.c_contiguous and id(a) not in skipped:
+            copy = backend.aligned(a)
+            if copy is not a:
+                moved[id(a)] = copy
     return moved
 
 

@@ -165,9 +165,7 @@ def _class_indices(target, input, name):
         )
     if array.shape != (n,):
         raise ValueError(f"{name}: target has shape {array.shape}, but the input has shape {input.shape} (expected ({n},))")
-    # Read as unsigned (in the array's own byte order), a negative index is huge, so one
-    # maximum checks both ends.
-    if array.size and array.view(array.dtype.str.replace("i", "u")).max() >= classes:
+    if array.size and backend.as_unsigned(array).max() >= classes:
         bad = array.min() if array.min() < 0 else array.max()
         raise ValueError(
             f"{name}: target contains class {bad}, but the input has {classes} classes (expected 0..{classes - 1})"

@@ -402,10 +402,7 @@ class FlatGroup:
                 for p in self.params:
                     state[p][key] = value
             elif key not in self.state_views:
-                if value.ctypes.data % backend.ALIGN:  # made by the rule: moved onto the boundary
-                    made, value = value, backend.empty_aligned(value.size, value.dtype)
-                    value[...] = made
-                    self.state[key] = value
+                value = self.state[key] = backend.aligned(value)  # made by the rule: onto the boundary
                 self.state_views[key] = self.views(value)
                 for p, view in zip(self.params, self.state_views[key]):
                     state[p][key] = view
