@@ -4,8 +4,9 @@
 ``optimizer.zero_grad(); loss_fn(model(x), y).backward(); optimizer.step()`` does, with
 the same numbers, and returns the loss as a float.
 
-The first call for a given key (shapes and dtypes of x and y, the modules' training
-flags, the parameters' arrays and ``requires_grad``) runs the step eagerly while
+The first call for a given key (shapes and dtypes of x and y, every module's and the
+loss's settings and mode, the parameters' arrays and ``requires_grad``: everything the
+plan read besides the values) runs the step eagerly while
 recording every primitive of ``ops.py`` it calls, and turns the recording into a
 ``Plan``:
 
@@ -41,14 +42,14 @@ from backprop import ops
 from backprop.backend import xp
 from backprop.compile.kernels import KERNELS, REFRESHED
 from backprop.nn.layers import Dropout
-from backprop.nn.module import _BUILTIN, Module
+from backprop.nn.module import _BUILTIN, Module, edits, settings
 from backprop.optim.optimizer import _require_numba
 from backprop.tensor import Tensor, _as_array, unbroadcast
 
 __all__ = ["compile_step", "TrainStep"]
 
 _MAX_PLANS = 8  # keys (batch shapes...) kept per step; more than this and the step stays eager
-_TRAINING, _DATA, _REQUIRES_GRAD = attrgetter("training"), attrgetter("data"), attrgetter("requires_grad")
+_DATA, _REQUIRES_GRAD = attrgetter("data"), attrgetter("requires_grad")
 
 
 def compile_step(model, loss_fn, optimizer, numba=False):
@@ -108,6 +109,7 @@ class TrainStep:
         else:
             self.unsupported = _unsupported(self.modules + ([] if isinstance(loss_fn, Module) else [loss_fn]))
         self.plans = {}
+        self.edits, self.settings, self.known_settings = None, None, {}  # the modules' settings, numbered
         self.path = self.reason = self.output = None
         self.counts = {"compiled": 0, "eager": 0}
         if self.unsupported is None:
@@ -143,7 +145,13 @@ class TrainStep:
         self.counts[path] += 1
 
     def _key(self, x, y):
-        return (x.shape, x.dtype, y.shape, y.dtype, tuple(map(_TRAINING, self.modules)),
+        """What a plan read besides the batch's values: the batch's shapes and dtypes, the
+        modules' settings (``nn.module.settings``, read again only after a Module's attribute
+        changed), the parameters' arrays and ``requires_grad``. A plan runs only for its key."""
+        if self.edits != edits():
+            self.edits = edits()
+            self.settings = self.known_settings.setdefault(settings(self.modules), len(self.known_settings))
+        return (x.shape, x.dtype, y.shape, y.dtype, self.settings,
                 tuple(map(id, map(_DATA, self.params))), tuple(map(_REQUIRES_GRAD, self.params)))
 
     def _eager(self, x, y, reason):

@@ -19,6 +19,7 @@ from backprop.backend import xp
 from backprop.tensor import Tensor, no_grad
 
 _BUILTIN = {}  # type name -> class: the only classes from_config builds
+_edits = 0  # counts the attributes set on any Module: a captured step's guard looks here first
 
 
 def builtin(cls):
@@ -46,6 +47,16 @@ class Module:
     """Base class of layers, losses and networks: subclasses set attributes and define ``forward``."""
 
     training = True
+
+    def __setattr__(self, name, value):
+        global _edits
+        object.__setattr__(self, name, value)
+        _edits += 1
+
+    def __delattr__(self, name):
+        global _edits
+        object.__delattr__(self, name)
+        _edits += 1
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
@@ -284,6 +295,33 @@ def from_config(config):
         return cls(**args)
     except TypeError as error:
         raise ValueError(f"from_config: bad args for {name} {args}: {error}") from None
+
+
+def edits():
+    """A number that changes whenever an attribute of any Module is set or deleted (a
+    setting, the mode, a submodule or a Parameter replaced): ``settings`` needs to be read
+    again only when it changed."""
+    return _edits
+
+
+def settings(modules):
+    """Everything a forward pass of these modules may read besides its inputs and the
+    parameters' values, as one comparable value: each module's class, its mode, every
+    attribute that is not a Module or a Tensor (slopes, probabilities, label smoothing,
+    reduction, ...) by value, and each Module or Tensor attribute by identity. A captured
+    step is valid exactly as long as this is unchanged."""
+    return tuple((type(m), m.training, tuple((name, _setting(value)) for name, value in vars(m).items()))
+                 for m in modules)
+
+
+def _setting(value):
+    if isinstance(value, (Module, Tensor)):
+        return id(value)
+    if isinstance(value, xp.ndarray):  # compared by content: == on arrays is no truth value
+        return value.shape, value.dtype.str, value.tobytes()
+    if isinstance(value, (list, tuple)):
+        return tuple(map(_setting, value))
+    return value
 
 
 def parameter_dtype(model):
