@@ -6,7 +6,7 @@ from backprop import data, datasets, explain, files, io, nn, optim, training
 from backprop.compile import compile_step
 from backprop.gradcheck import GradcheckError, gradcheck
 from backprop.io import load, save
-from backprop.ops import concatenate, stack
+from backprop.shape_ops import concatenate, stack
 from backprop.plots import plot_history
 from backprop.random import get_rng_state, manual_seed, set_rng_state
 from backprop.tensor import Tensor, is_grad_enabled, no_grad, tensor, where

@@ -182,14 +182,30 @@ def as_unsigned(a):
     return a.view(a.dtype.str.replace("i", "u"))
 
 
-def relu(a):
+def relu(a, out=None):
     """max(a, 0) elementwise, against a row of zeros: NumPy's maximum has no vector loop
-    for a scalar 0."""
+    for a scalar 0 (into ``out`` when given)."""
     ns = namespace(a)
-    return ns.maximum(a, ns.zeros(a.shape[-1:], a.dtype))
+    return ns.maximum(a, ns.zeros(a.shape[-1:], a.dtype), out=out)
+
+
+def exp(a, out=None):
+    """e^a elementwise (into ``out`` when given): named here so that compiled code can call it."""
+    return namespace(a).exp(a, out=out)
+
+
+def log(a):
+    """log a elementwise: named here so that compiled code can call it."""
+    return namespace(a).log(a)
+
+
+def take_along_rows(a, columns):
+    """a[n, columns[n]] for every row n of a matrix."""
+    return a[namespace(a).arange(len(a)), columns]
 
 
 __all__ = [
     "xp", "special", "DEVICES", "namespace", "special_of", "device", "check_device", "to_device",
-    "to_host", "same_device", "matmul2d", "column_sums", "relu",
+    "to_host", "same_device", "matmul2d", "column_sums", "row_sums", "softmax_shift", "relu", "exp", "log",
+    "take_along_rows",
 ]

@@ -207,11 +207,11 @@ class DataLoader:
 
     def __iter__(self):
         """An iterator over this epoch's batches; its ``len()`` is this epoch's batch count."""
-        return self._batches(tensors=True)
+        return self.batches(tensors=True)
 
-    def _batches(self, tensors):
-        """This epoch's batches as tuples of Tensors, or of arrays (``tensors=False``: what
-        ``fit`` hands to its compiled step, which needs no Tensor)."""
+    def batches(self, tensors=True):
+        """An iterator over this epoch's batches as tuples of Tensors, or of arrays
+        (``tensors=False``: what ``fit`` hands to its compiled step, which needs no Tensor)."""
         if isinstance(self.sampler, Sampler):
             order = self.sampler.indices()
         else:  # any iterable of indices, as PyTorch allows

@@ -19,14 +19,17 @@ module back.
 """
 
 import contextlib
+import contextvars
 import heapq
 import itertools
 import numbers
 
-from backprop import backend, ops
+from backprop import backend, ops, shape_ops
+from backprop.ops import unbroadcast
 
 _grad_enabled = True
 _creation_order = itertools.count()  # Tensor._seq: a node is always numbered after its inputs
+_recorder = contextvars.ContextVar("backprop_recorder", default=None)  # the list ``recording`` yields
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -105,18 +108,22 @@ class Tensor:
         self._seq = next(_creation_order)
 
     @staticmethod
-    def _from_op(data, op, parents):
+    def _from_op(data, op, parents, kernel=None):
         """The result of an operation, a Tensor (also when an input is a Parameter):
-        ``parents`` is a sequence of (input, vjp) pairs. It records the graph only when
-        gradients are enabled and an input requires them. The primitives call it through
-        an input (``a._from_op``)."""
+        ``parents`` is a sequence of (input, vjp) pairs; ``kernel``, where the primitive has
+        one, recomputes ``data`` in place (``kernel(out=data)``) from the arrays it is bound
+        to. It records the graph only when gradients are enabled and an input requires
+        them, and every result, with its kernel, when a ``recording`` is open. The
+        primitives call it through an input (``a._from_op``)."""
         out = Tensor.__new__(Tensor)
-        if _grad_enabled:
-            parents = tuple([pair for pair in parents if pair[0].requires_grad])
-            if parents:
-                out._setup(data, True, op, parents)
-                return out
-        out._setup(data, False, None, ())
+        parents = tuple([pair for pair in parents if pair[0].requires_grad]) if _grad_enabled else ()
+        if parents:
+            out._setup(data, True, op, parents)
+        else:
+            out._setup(data, False, None, ())
+        calls = _recorder.get()
+        if calls is not None:
+            calls.append((out, op, kernel))
         return out
 
     # -- information -----------------------------------------------------------------
@@ -138,6 +145,17 @@ class Tensor:
         ``backward()`` has released the graph)."""
         return tuple(parent for parent, _ in self._parents)
 
+    @property
+    def vjps(self):
+        """The vector-Jacobian product of each of ``inputs``, in their order: ``vjp(g)`` maps
+        g = dL/d(self) to that input's share of dL/d(input)."""
+        return tuple(vjp for _, vjp in self._parents)
+
+    @property
+    def retains_grad(self):
+        """Whether ``backward()`` keeps dL/d(self) in ``.grad`` although this is not a leaf."""
+        return self._retains_grad
+
     def __len__(self):
         return len(self.data)
 
@@ -155,7 +173,7 @@ class Tensor:
     def to(self, device):
         """This Tensor on ``device`` ("cpu" or "cuda"): itself if it is there already, else
         a copy that the gradient flows back through (to the original's device)."""
-        return self if self.device == backend.check_device(device) else ops.to(self, device)
+        return self if self.device == backend.check_device(device) else shape_ops.to(self, device)
 
     def cpu(self):
         return self.to("cpu")
@@ -223,7 +241,7 @@ class Tensor:
         return ops.pow(self, exponent)
 
     def __getitem__(self, index):
-        return ops.getitem(self, _index_array(index))
+        return shape_ops.getitem(self, _index_array(index))
 
     def __lt__(self, other):
         return Tensor(self.data < _operand(other))
@@ -239,7 +257,7 @@ class Tensor:
 
     @property
     def T(self):
-        return ops.transpose(self)
+        return shape_ops.transpose(self)
 
     def exp(self):
         return ops.exp(self)
@@ -275,25 +293,25 @@ class Tensor:
         return ops.log_softmax(self, axis)
 
     def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis, keepdims)
+        return shape_ops.sum(self, axis, keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        return ops.mean(self, axis, keepdims)
+        return shape_ops.mean(self, axis, keepdims)
 
     def max(self, axis=None, keepdims=False):
-        return ops.max(self, axis, keepdims)
+        return shape_ops.max(self, axis, keepdims)
 
     def min(self, axis=None, keepdims=False):
-        return ops.min(self, axis, keepdims)
+        return shape_ops.min(self, axis, keepdims)
 
     def clip(self, min=None, max=None):
         return ops.clip(self, min, max)
 
     def reshape(self, *shape):
-        return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+        return shape_ops.reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def transpose(self, *axes):
-        return ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+        return shape_ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
 
     # -- the chain rule ----------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
@@ -337,10 +355,7 @@ class Tensor:
                     "released after the first backward(); pass retain_graph=True to the first call."
                 )
             for parent, vjp in parents:
-                contribution = vjp(g)
-                shape = parent.data.shape
-                if contribution.shape != shape:
-                    contribution = unbroadcast(contribution, shape)
+                contribution = vjp(g)  # of the parent's shape (a VJP undoes broadcasting itself)
                 key = id(parent)
                 if key in grads:
                     grads[key] = grads[key] + contribution
@@ -359,21 +374,6 @@ class Tensor:
             handed_out.add(id(self.grad))
         else:
             self.grad += g
-
-
-def unbroadcast(grad, shape):
-    """Sum ``grad`` over the axes NumPy broadcasting added or stretched, back to ``shape``.
-
-    If x of shape ``shape`` was broadcast to y, then dL/dx = sum of dL/dy over the
-    broadcast axes. This is the one place broadcasting is undone.
-    """
-    if grad.shape == shape:
-        return grad
-    extra = grad.ndim - len(shape)
-    axes = tuple(range(extra)) + tuple(
-        i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1
-    )
-    return grad.sum(axis=axes).reshape(shape)
 
 
 def tensor(data, requires_grad=False, dtype=None):
@@ -403,7 +403,7 @@ def where(condition, input, other):
 
 
 def _index_array(index):
-    """An index with its Tensors and lists as arrays, as ``ops.getitem`` takes it."""
+    """An index with its Tensors and lists as arrays, as ``shape_ops.getitem`` takes it."""
     if isinstance(index, Tensor):
         return index.data
     if isinstance(index, tuple):
@@ -413,9 +413,22 @@ def _index_array(index):
     return index
 
 
+@contextlib.contextmanager
+def recording():
+    """Within (in this thread or task only): every result of an operation is appended to the
+    yielded list as (the Tensor, the operation's name, its kernel or None), in the order
+    they are made: the way ``backprop.compile`` captures a step."""
+    calls = []
+    token = _recorder.set(calls)
+    try:
+        yield calls
+    finally:
+        _recorder.reset(token)
+
+
 def _operand(other):
     """A comparison's other side: a Tensor's array, anything else as it is (a number)."""
     return other.data if isinstance(other, Tensor) else other
 
 
-__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "unbroadcast"]
+__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "unbroadcast", "recording"]

@@ -158,7 +158,7 @@ def fit(
                 callback.on_epoch_begin(epoch)
             model.train()
             # arrays, not Tensors, where the loader is the library's own (the compiled step needs none)
-            batches = train_loader._batches(tensors=False) if type(train_loader).__iter__ is DataLoader.__iter__ \
+            batches = train_loader.batches(tensors=False) if type(train_loader).__iter__ is DataLoader.__iter__ \
                 else iter(train_loader)
             if len(batches) == 0:  # MisclassifiedSampler: nothing left to correct
                 history.stopped_epoch = epoch

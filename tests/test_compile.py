@@ -1,12 +1,14 @@
 """backprop.compile: a captured and replayed step trains exactly as the eager engine does,
 and every case it cannot replay safely runs eagerly instead."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 import backprop
-from backprop import backend, nn, ops, optim
-from backprop.compile import TrainStep, compile_step
+from backprop import backend, loss_ops, nn, ops, optim
+from backprop.compile import TrainStep, compile_step, fit_step
 from backprop.sklearn._network import SklearnLoss
 
 rng = np.random.default_rng(0)
@@ -267,7 +269,7 @@ def test_repeated_fits_keep_one_step_and_its_plans(compiled):
     for _ in range(3):
         backprop.fit(model, loss_fn, optimizer, (X[:16], LABELS[:16]), epochs=1, batch_size=8, shuffle=False,
                      metrics=(), progress=False, compiled=compiled)
-        steps.append(optimizer._train_step)
+        steps.append(fit_step(optimizer))
     assert steps[0] is steps[1] is steps[2] and len(steps[0].plans) == 1
     assert steps[0].counts == {"compiled": 2, "eager": 0}  # the last fit's two steps, both replayed
 
@@ -283,12 +285,15 @@ def test_fit_takes_the_numba_path_by_itself_for_a_long_enough_fit(monkeypatch, n
     assert history.steps == {"compiled": 8, "eager": 0} and history.numba_reason == expected
 
 
-def test_the_replayed_backward_is_the_vjps_of_ops_py():
+def test_the_replayed_step_is_the_kernels_and_vjps_of_the_primitives():
     step = compile_step(*build("gelu"))
     step(X[:8], LABELS[:8])
     (plan,) = step.plans.values()
-    code = [getattr(vjp, "func", vjp).__code__ for _, vjp, *_ in plan.instructions]  # a closure or a partial
-    assert code and all(c.co_filename == ops.__file__ for c in code)
+    homes = {ops.__file__, loss_ops.__file__}
+    vjps = [getattr(vjp, "func", vjp).__code__.co_filename for _, vjp, *_ in plan.instructions]
+    kernels = [kernel.func for _, kernel, _ in plan.forward]
+    assert vjps and set(vjps) <= homes
+    assert kernels == [ops.linear_forward, ops.gelu_forward, ops.linear_forward, loss_ops.class_cross_entropy]
 
 
 def test_fit_compiled_equals_fit_eager_and_history_says_which_path():
@@ -381,18 +386,20 @@ def test_a_user_defined_module_with_retain_grad_runs_eagerly():
     assert "Residual" in step.reason and step.plans == {}
 
 
-def test_a_vjp_holding_an_array_the_plan_does_not_rewrite_is_refused(monkeypatch):
+@pytest.mark.parametrize("closure", [True, False])
+def test_a_vjp_holding_an_array_the_plan_does_not_rewrite_is_refused(monkeypatch, closure):
     """If a primitive's VJP keeps a derived array that no kernel refreshes (here a mask), the
     plan would replay stale values: the step must stay eager."""
     relu = ops.relu
 
     def relu_with_mask(a):
         mask = a.data > 0
-        return backprop.Tensor._from_op(relu(a).data, "relu", ((a, lambda g: g * mask),))
+        vjp = (lambda g: g * mask) if closure else partial(np.multiply, mask)
+        return backprop.Tensor._from_op(relu(a).data, "relu", ((a, vjp),), partial(backend.relu, a.data))
 
     monkeypatch.setattr(ops, "relu", relu_with_mask)
     step = assert_trains_as_eager(build, batches(), path="eager")
-    assert "mask" in step.reason
+    assert ("values the plan cannot see" if closure else "an array") in step.reason
 
 
 def test_an_input_that_requires_grad_runs_eagerly():
@@ -426,15 +433,19 @@ def test_repeated_fits_reuse_the_plans_unless_a_module_setting_changed():
         for p, q in zip(reference[0].parameters(), model.parameters()):
             np.testing.assert_array_equal(q.data, p.data)
         if slope == 0.1:
-            plans = optimizer._train_step.plans
-    assert optimizer._train_step.plans is not plans and len(plans) == 1
+            plans = fit_step(optimizer).plans
+    assert fit_step(optimizer).plans is not plans and len(plans) == 1
 
 
 def test_a_kernel_that_does_not_reproduce_the_eager_forward_pass_is_refused(monkeypatch):
-    from backprop import compile as compile_module
+    relu = ops.relu
 
-    wrong = lambda out, refresh, a: (lambda: np.maximum(a, 0.01, out=out))  # noqa: E731 - not relu
-    monkeypatch.setitem(compile_module.KERNELS, "relu", wrong)
+    def relu_with_a_wrong_kernel(a):
+        node = relu(a)
+        wrong = partial(np.maximum, a.data, 0.01)  # not relu
+        return backprop.Tensor._from_op(node.data, "relu", tuple(zip(node.inputs, node.vjps)), wrong)
+
+    monkeypatch.setattr(ops, "relu", relu_with_a_wrong_kernel)
     step = assert_trains_as_eager(build, batches(), path="eager")
     assert "do not reproduce" in step.reason
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import backprop as bp
-from backprop import backend, ops
+from backprop import backend, loss_ops, ops
 
 try:
     import torch
@@ -206,7 +206,7 @@ def test_softmax_cross_entropy_with_indices_and_probabilities_matches_torch():
     labels = np.array([2, 0, 1, 2])
     probabilities = np.random.default_rng(1).dirichlet(np.ones(3), size=4)
     for target in (labels, probabilities):
-        check(lambda z: ops.softmax_cross_entropy(z, target), [(4, 3)],
+        check(lambda z: loss_ops.softmax_cross_entropy(z, target), [(4, 3)],
               torch_fn=lambda z: torch.nn.functional.cross_entropy(z, torch.tensor(target), reduction="none"))
 
 
@@ -216,17 +216,17 @@ def test_softmax_cross_entropy_reduces_inside_one_node_like_torch(reduction, smo
     labels = np.array([2, 0, 1, 2])
     probabilities = np.random.default_rng(1).dirichlet(np.ones(3), size=4)
     for target in (labels, probabilities):
-        check(lambda z: ops.softmax_cross_entropy(z, target, smoothing, reduction), [(4, 3)],
+        check(lambda z: loss_ops.softmax_cross_entropy(z, target, smoothing, reduction), [(4, 3)],
               torch_fn=lambda z: torch.nn.functional.cross_entropy(
                   z, torch.tensor(target), reduction=reduction, label_smoothing=smoothing))
     z = bp.Tensor(np.zeros((4, 3)), requires_grad=True)
-    loss = ops.softmax_cross_entropy(z, labels, smoothing, reduction)
-    assert loss._op == "softmax_cross_entropy" and loss._parents[0][0] is z
+    loss = loss_ops.softmax_cross_entropy(z, labels, smoothing, reduction)
+    assert loss.op == "softmax_cross_entropy" and loss.inputs[0] is z
 
 
 def test_softmax_cross_entropy_is_stable_at_huge_logits():
     z = bp.Tensor(np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0]]), requires_grad=True)
-    loss = ops.softmax_cross_entropy(z, np.array([1, 2])).sum()
+    loss = loss_ops.softmax_cross_entropy(z, np.array([1, 2])).sum()
     loss.backward()
     assert np.isfinite(loss.item()) and np.isfinite(z.grad).all()
     np.testing.assert_allclose(loss.item(), 2000.0 + 1.0 + np.log1p(np.exp(-1.0)), rtol=1e-12)
@@ -241,7 +241,7 @@ def test_softmax_cross_entropy_with_and_without_the_shift_matches_torch(dtype, s
     assert (backend.softmax_shift(logits) is logits) == (scale < 1)
     labels = np.array([0, 1, 2, 3, 0, 1])
     z = bp.Tensor(logits, requires_grad=True)
-    loss = ops.softmax_cross_entropy(z, labels, reduction="mean")
+    loss = loss_ops.softmax_cross_entropy(z, labels, reduction="mean")
     loss.backward()
     zt = torch.tensor(logits, requires_grad=True)
     expected = torch.nn.functional.cross_entropy(zt, torch.tensor(labels))
@@ -253,10 +253,10 @@ def test_softmax_cross_entropy_with_and_without_the_shift_matches_torch(dtype, s
 
 def test_binary_cross_entropy_with_logits_matches_torch_and_is_stable():
     target = np.array([[1.0, 0.0, 1.0], [0.0, 0.3, 1.0]])
-    check(lambda z: ops.binary_cross_entropy_with_logits(z, target), [(2, 3)],
+    check(lambda z: loss_ops.binary_cross_entropy_with_logits(z, target), [(2, 3)],
           torch_fn=lambda z: torch.nn.functional.binary_cross_entropy_with_logits(z, torch.tensor(target), reduction="none"))
     z = bp.Tensor(np.array([1000.0, -1000.0]), requires_grad=True)
-    loss = ops.binary_cross_entropy_with_logits(z, np.array([0.0, 1.0]))
+    loss = loss_ops.binary_cross_entropy_with_logits(z, np.array([0.0, 1.0]))
     np.testing.assert_allclose(loss.data, [1000.0, 1000.0])
 
 

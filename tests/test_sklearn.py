@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import backprop
+from backprop.compile import fit_step
 from backprop.sklearn import MLPClassifier, MLPRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -300,7 +301,7 @@ def test_other_activations_and_a_bad_dropout_are_checked():
 
 
 def _train_step(estimator):
-    return estimator._optimizer._train_step
+    return fit_step(estimator._optimizer)
 
 
 @pytest.mark.parametrize(

@@ -45,12 +45,13 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from backprop import backend, ops
+from backprop import backend, loss_ops, ops
 from backprop.files import atomic_write
 
 _jit = partial(numba.njit, cache=True, error_model="numpy")
-_SUPPORTED_VJPS = ("linear_input_vjp", "linear_weight_vjp", "linear_bias_vjp", "relu_vjp", "softmax_cross_entropy_vjp")
-VJPS = {name: _jit(getattr(ops, name)) for name in _SUPPORTED_VJPS}
+_SUPPORTED_VJPS = ("linear_input_vjp", "linear_weight_vjp", "linear_bias_vjp", "relu_vjp", "class_cross_entropy_vjp")
+_HOMES = (ops, loss_ops)  # the modules whose VJPs are compiled here, from their own source
+VJPS = {name: _jit(getattr(home, name)) for home in _HOMES for name in _SUPPORTED_VJPS if hasattr(home, name)}
 
 
 # -- matrix products through NumPy's BLAS ----------------------------------------------------
@@ -174,16 +175,16 @@ def _as_rows(g):
     return lambda g: g.reshape(-1, g.shape[-1])
 
 
-@overload(ops._example_weights)
+@overload(loss_ops._example_weights)
 def _example_weights(g, count):  # only reduced losses run here: g and count are numbers
     return lambda g, count: g / count
 
 
-@overload(ops._subtract_at)
-def _subtract_at(d, rows, columns, w):
-    def impl(d, rows, columns, w):
-        for n in range(len(rows)):
-            d[rows[n], columns[n]] -= w
+@overload(loss_ops._subtract_at)
+def _subtract_at(d, columns, w):
+    def impl(d, columns, w):
+        for n in range(len(columns)):
+            d[n, columns[n]] -= w
 
     return impl
 
@@ -246,90 +247,69 @@ def softmax_cross_entropy_forward(Z, target, P, count, loss):
     return True
 
 
-# -- generating the step -------------------------------------------------------------------------
-def unsupported(records, instructions):
+# -- the target ----------------------------------------------------------------------------------
+class NumbaTarget:
+    """``lowering.lower``'s Numba target: the step's source compiled into one function."""
+
+    def forward(self, plan, op, kernel, out):
+        """The compiled kernel that recomputes ``out`` from the primitive's arrays."""
+        if op == "linear":
+            return linear_forward, (*kernel.args, out), {}, False
+        if op == "relu":
+            return relu_forward, (kernel.args[0], out), {}, False
+        Z, target, count = kernel.args  # class indices, reduced: count is N or 1
+        # the count an argument, not a literal: one compiled function serves every batch size
+        return softmax_cross_entropy_forward, (Z, target, kernel.keywords["P"], out.dtype.type(count),
+                                               out.reshape(1)), {}, True
+
+    def seed(self, plan):
+        return plan.dtype(1)
+
+    def bound(self, plan, values):
+        return [plan.dtype(v) if type(v) is int else v for v in values]  # a count in the arrays' dtype
+
+    def build(self, plan, body, functions, arguments):
+        """(the compiled function, its arguments, {id: aligned copy} of each plan matrix that
+        did not start on a vector boundary, which the function works in instead)."""
+        kept = {id(a) for _, p, buffer in plan.leaves for a in (p.data, buffer)}  # aligned by the flat group
+        moved = _aligned(arguments, kept)
+        header = "".join(f"{name} = COMPILED[{_name(function)!r}]\n" for name, function in functions.items())
+        source = f"{header}\n\n@_jit\ndef step({', '.join(f'a{k}' for k in range(len(arguments)))}):\n{body}"
+        return _compiled(source), [moved.get(id(a), a) for a in arguments], moved
+
+
+TARGET = NumbaTarget()
+COMPILED = {**VJPS, **{f.__name__: f for f in (linear_forward, relu_forward, softmax_cross_entropy_forward)}}
+
+
+def _name(function):
+    return getattr(function, "py_func", function).__name__
+
+
+def unsupported(plan):
     """Why this plan cannot run as one Numba function (None if it can)."""
-    for name, inputs, options, _, refresh in records:
-        if name == "softmax_cross_entropy":
-            smoothing, reduction = _cross_entropy_options(inputs, options)
-            if refresh.get("Y") is not None or smoothing or reduction == "none" or inputs[1].dtype.kind not in "iu":
+    for op, kernel, _ in plan.forward:
+        if op == "softmax_cross_entropy":
+            if kernel.func is not loss_ops.class_cross_entropy or kernel.args[2] is None:
                 return "softmax cross-entropy here takes class indices and a mean or sum"
-        elif name == "linear":
-            if inputs[0].ndim != 2:
-                return "linear here takes matrices"
-        elif name != "relu":
-            return f"{name} has no kernel in one compiled function"
-        if inputs[0].dtype not in (np.float32, np.float64):
-            return f"{inputs[0].dtype} arrays"
-        for array in inputs:
+        elif op not in ("linear", "relu"):
+            return f"{op} has no kernel in one compiled function"
+        if kernel.args[0].dtype not in (np.float32, np.float64):
+            return f"{kernel.args[0].dtype} arrays"
+        for array in kernel.args:
             if isinstance(array, np.ndarray) and not array.dtype.isnative:
                 return f"{array.dtype} arrays (Numba takes only the machine's byte order)"
-    for _, vjp, *_ in instructions:
+    for _, vjp, *_ in plan.instructions:
         function, _ = ops.vjp_parts(vjp)
-        if getattr(ops, getattr(function, "__name__", ""), None) is not function or function.__name__ not in VJPS:
-            return "a derivative that is not a module-level function of ops.py"
+        name = getattr(function, "__name__", "")
+        if name not in VJPS or not any(getattr(home, name, None) is function for home in _HOMES):
+            return "a derivative without a compiled version"
     return None
-
-
-def _cross_entropy_options(inputs, options):
-    """(label_smoothing, reduction) of a recorded softmax_cross_entropy call."""
-    given = {**dict(zip(("label_smoothing", "reduction"), inputs[2:])), **options}
-    return given.get("label_smoothing", 0.0), given.get("reduction", "none")
-
-
-def build(records, instructions, leaves, written, seed):
-    """The compiled function, its arguments and the plan's arrays it moved:
-    ``function(*arguments)`` recomputes the forward pass into the plan's arrays, runs the
-    VJPs, writes the gradients into the leaves' arrays (``written``: by the VJP itself) and
-    returns False if the batch holds a class out of range. ``moved`` maps the id of each
-    plan matrix that did not start on a vector boundary to the aligned copy the function
-    works in instead (``backend.aligned``)."""
-    arguments, names = [], {}
-
-    def name_of(value):
-        if value is None:
-            return "None"
-        key = id(value)
-        if key not in names:
-            names[key] = f"a{len(arguments)}"
-            arguments.append(value)
-        return names[key]
-
-    dtype = seed.dtype.type
-    lines, loss = [], None
-    for name, inputs, options, out, refresh in records:
-        if name == "linear":
-            lines.append(f"    linear_forward({', '.join(map(name_of, [*inputs, None][:3]))}, {name_of(out)})")
-        elif name == "relu":
-            lines.append(f"    relu_forward({name_of(inputs[0])}, {name_of(out)})")
-        else:
-            # an argument, not a literal: one compiled function serves every batch size
-            count = inputs[0].shape[0] if _cross_entropy_options(inputs, options)[1] == "mean" else 1
-            loss = out.reshape(1)
-            lines.append(f"    if not softmax_cross_entropy_forward({name_of(inputs[0])}, {name_of(inputs[1])}, "
-                         f"{name_of(refresh['P'])}, {name_of(dtype(count))}, {name_of(loss)}): return False")
-    lines.append(f"    g0 = {name_of(dtype(1))}")
-    for i, (source, vjp, target, _, first) in enumerate(instructions):
-        function, bound = ops.vjp_parts(vjp)
-        bound = [dtype(v) if isinstance(v, int) else v for v in bound]  # the count in the arrays' dtype
-        out = [written[i]] if i in written else []
-        call = f"{function.__name__}({', '.join([*map(name_of, bound), f'g{source}', *map(name_of, out)])})"
-        lines.append(f"    g{target} = {call}" if first else f"    g{target} = g{target} + {call}")
-    in_place = set(map(id, written.values()))
-    for k, _, buffer in leaves:
-        if id(buffer) not in in_place:
-            lines.append(f"    {name_of(buffer)}[...] = g{k}")
-    lines.append("    return True")
-    body = "\n".join(lines)
-    header = f"def step({', '.join(f'a{i}' for i in range(len(arguments)))}):\n"
-    moved = _aligned(arguments, {id(a) for _, p, buffer in leaves for a in (p.data, buffer)})
-    return _compiled(header + body), [moved.get(id(a), a) for a in arguments], moved
 
 
 def _aligned(arguments, kept):
     """{id: aligned copy} of each matrix among ``arguments`` that owns its data, is no
-    other argument's base, is not in ``kept`` (the optimizer's arrays, aligned by its flat
-    group) and does not start on a vector boundary."""
+    other argument's base, is not in ``kept`` and does not start on a vector boundary."""
     skipped = kept | {id(a.base) for a in arguments if isinstance(a, np.ndarray) and a.base is not None}
     moved = {}
     for a in arguments:
@@ -353,14 +333,9 @@ def _compiled(source):
 
 def _module(source):
     """The generated source as a module in the cache directory (so Numba can cache it)."""
-    text = (
-        "from backprop.compile.numba_step import _jit, VJPS, linear_forward, relu_forward, "
-        "softmax_cross_entropy_forward\n"
-        + "".join(f"{name} = VJPS[{name!r}]\n" for name in _SUPPORTED_VJPS)
-        + "\n\n@_jit\n" + source + "\n"
-    )
+    text = "from backprop.compile.numba_step import _jit, COMPILED\n" + source
     tag = hashlib.sha256()
-    for part in (text, *map(_source_of, (ops.__file__, backend.__file__, __file__))):
+    for part in (text, *map(_source_of, (*(home.__file__ for home in _HOMES), backend.__file__, __file__))):
         tag.update(part.encode())
     folder = os.path.join(os.environ.get("BACKPROP_CACHE") or os.path.expanduser("~/.cache/backprop"), "numba_steps")
     os.makedirs(folder, exist_ok=True)

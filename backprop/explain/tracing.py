@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from backprop import nn, ops
+from backprop import loss_ops, nn, ops
 from backprop.explain.dot import to_dot
 from backprop.explain.formulas import ACTIVATION_FORMULAS, LOSS_FORMULAS, LOSS_GRADIENTS
 from backprop.explain.render import LatexPage, MarkdownPage, TextPage, render
@@ -348,9 +348,9 @@ def _forward(layers, loss, x, y):
         activations.append(a)
     z, Y = zs[-1], y[None]
     if loss == "ce" and layers[-1].activation == "softmax":
-        value = ops.softmax_cross_entropy(z, Y)
+        value = loss_ops.softmax_cross_entropy(z, Y)
     elif loss == "bce" and layers[-1].activation == "sigmoid":
-        value = ops.binary_cross_entropy_with_logits(z, Y)
+        value = loss_ops.binary_cross_entropy_with_logits(z, Y)
     elif loss == "mse":
         value = (a - Y) ** 2
     elif loss == "ce":

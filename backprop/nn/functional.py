@@ -8,7 +8,7 @@ ndarray; ``reduction`` is ``'mean'`` (over all elements; over the batch for
 cross-entropy), ``'sum'`` or ``'none'`` (the per-element losses).
 """
 
-from backprop import backend, ops
+from backprop import backend, loss_ops, ops
 from backprop.random import generator
 from backprop.tensor import Tensor, as_tensor, where
 
@@ -151,7 +151,7 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean"):
     logits z without overflow; the gradient is s(z) - y."""
     input = as_tensor(input)
     y = _target_array(target, input, "binary_cross_entropy_with_logits")
-    return _reduce(ops.binary_cross_entropy_with_logits(input, y), reduction)
+    return _reduce(loss_ops.binary_cross_entropy_with_logits(input, y), reduction)
 
 
 def _class_indices(target, input, name):
@@ -195,7 +195,7 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
         array = _target_array(array, input, "cross_entropy")
     else:
         array = _class_indices(array, input, "cross_entropy")
-    return ops.softmax_cross_entropy(input, array, float(label_smoothing), _check_reduction(reduction))
+    return loss_ops.softmax_cross_entropy(input, array, float(label_smoothing), _check_reduction(reduction))
 
 
 def nll_loss(input, target, reduction="mean"):

@@ -7,7 +7,7 @@ import math
 import numbers
 
 from backprop.nn import functional as F
-from backprop import ops
+from backprop import shape_ops
 from backprop.backend import xp
 from backprop.checks import positive_int
 from backprop.nn import init
@@ -122,7 +122,7 @@ class Flatten(Module):
                 f"Flatten: start_dim={self.start_dim} and end_dim={self.end_dim} do not fit an input "
                 f"of shape {shape}"
             )
-        return ops.reshape(input, shape[:start] + (-1,) + shape[end + 1 :])
+        return shape_ops.reshape(input, shape[:start] + (-1,) + shape[end + 1 :])
 
     def _args(self):
         return {"start_dim": self.start_dim, "end_dim": self.end_dim}

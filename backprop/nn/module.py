@@ -321,6 +321,12 @@ def _setting(value):
         return value.shape, value.dtype.str, value.tobytes()
     if isinstance(value, (list, tuple)):
         return tuple(map(_setting, value))
+    if isinstance(value, dict):
+        return tuple((key, _setting(item)) for key, item in value.items())
+    try:
+        hash(value)
+    except TypeError:  # another mutable object: by identity
+        return id(value)
     return value
 
 

@@ -87,7 +87,7 @@ class Optimizer:
     def __getstate__(self):
         """For pickle and deepcopy (scikit-learn's estimators): without what a step rebuilds,
         the work arrays, the flat buffers and ``fit``'s compiled step (which holds closures)."""
-        return {**self.__dict__, "_scratch": {}, "_flat": {}, "_train_step": None}
+        return {**self.__dict__, "_scratch": {}, "_flat": {}}
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -131,7 +131,7 @@ class Optimizer:
         """Update every parameter that has a gradient; ``closure`` re-evaluates the loss."""
         loss = None if closure is None else closure()
         for group in self.param_groups:
-            flat = self.flat_group(group) if self._wants_flat(group) else None
+            flat = self.flat_buffers(group)
             if flat is not None and flat.gather_grads():
                 fused = _fuses(group, flat, self._fused_by_default) and self._fused_update
                 (fused or self._update)(group, flat.param, flat.grad, flat.state, flat.scratch)
@@ -151,9 +151,20 @@ class Optimizer:
     _flat_by_default = False  # foreach=None means flat buffers once a compiled step uses this optimizer
     _fused_by_default = False  # fused=None means fused whatever the size once a Numba-compiled step uses it
 
-    def _wants_flat(self, group):
+    def use_flat_buffers(self, fused=False):
+        """From now on, groups with ``foreach=None`` update in flat buffers (and, with
+        ``fused``, with the rule's Numba kernel whatever their size): what a compiled step
+        asks of its optimizer, whose gradients it writes into the flat buffer."""
+        self._flat_by_default = True
+        self._fused_by_default = self._fused_by_default or fused
+
+    def flat_buffers(self, group):
+        """The ``FlatGroup`` that ``group`` updates in (``flat_group``), or None when it
+        updates parameter by parameter."""
         foreach = group.get("foreach")
-        return bool(foreach or group.get("fused") or (foreach is None and self._flat_by_default))
+        if foreach or group.get("fused") or (foreach is None and self._flat_by_default):
+            return self.flat_group(group)
+        return None
 
     def flat_group(self, group):
         """The ``FlatGroup`` of ``group``, built (or rebuilt, if a parameter or its state was
