@@ -204,8 +204,74 @@ def take_along_rows(a, columns):
     return a[namespace(a).arange(len(a)), columns]
 
 
+def subtract_at_rows(a, columns, w):
+    """a[n, columns[n]] -= w (one number, or w[n]) for every row n of a matrix, in place."""
+    a[namespace(a).arange(len(a)), columns] -= w
+
+
+# -- the same helpers in compiled code --------------------------------------------------------
+# A Numba-compiled step (compile/numba_step.py) calls the helpers above from machine code,
+# where there is no array module to look up: these are their versions there, written in
+# the part of NumPy that Numba compiles (NumPy named directly, loops where NumPy would
+# allocate), registered by numba_step as the helpers' Numba implementations. The matrix
+# products are BLAS calls that numba_step makes itself.
+def _relu_compiled(a, out=None):
+    xp.maximum(a, 0, out)
+    return out
+
+
+def _exp_compiled(a, out=None):
+    xp.exp(a, out)
+    return out
+
+
+def _log_compiled(a):
+    return xp.log(a)
+
+
+def _column_sums_compiled(g, out=None):
+    if out is None:
+        out = xp.empty(g.shape[1], g.dtype)
+    out[:] = 0
+    for n in range(g.shape[0]):
+        out += g[n]
+    return out
+
+
+def _row_sums_compiled(a, out=None):
+    sums = xp.empty((a.shape[0], 1), a.dtype)
+    for n in range(a.shape[0]):
+        sums[n, 0] = a[n].sum()
+    return sums
+
+
+def _softmax_shift_compiled(Z, out=None):
+    """Always z - max_k z: the same softmax as the eager test's choice, to rounding."""
+    shifted = xp.empty_like(Z)
+    for n in range(Z.shape[0]):
+        shifted[n] = Z[n] - Z[n].max()
+    return shifted
+
+
+def _take_along_rows_compiled(a, columns):
+    taken = xp.empty(a.shape[0], a.dtype)
+    for n in range(a.shape[0]):
+        taken[n] = a[n, columns[n]]
+    return taken
+
+
+def _subtract_at_rows_compiled(a, columns, w):  # w one number: the VJP of a reduced loss
+    for n in range(a.shape[0]):
+        a[n, columns[n]] -= w
+
+
+COMPILED = {relu: _relu_compiled, exp: _exp_compiled, log: _log_compiled, column_sums: _column_sums_compiled,
+            row_sums: _row_sums_compiled, softmax_shift: _softmax_shift_compiled,
+            take_along_rows: _take_along_rows_compiled, subtract_at_rows: _subtract_at_rows_compiled}
+
+
 __all__ = [
     "xp", "special", "DEVICES", "namespace", "special_of", "device", "check_device", "to_device",
     "to_host", "same_device", "matmul2d", "column_sums", "row_sums", "softmax_shift", "relu", "exp", "log",
-    "take_along_rows",
+    "take_along_rows", "subtract_at_rows",
 ]

@@ -28,30 +28,30 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, reduction="none")
     Z = logits.data
     same_device(Z, target, "cross_entropy")
     xp = namespace(Z)
-    count = None if reduction == "none" else (len(Z) if reduction == "mean" else 1)
-    P = xp.empty_like(Z)
+    count = 0 if reduction == "none" else (len(Z) if reduction == "mean" else 1)  # 0: not reduced
+    out, P = xp.empty(() if count else len(Z), Z.dtype), xp.empty_like(Z)
     if target.dtype.kind in "iu" and not label_smoothing:
         kernel = partial(class_cross_entropy, Z, target, count, P=P)
-        vjp = partial(class_cross_entropy_vjp, P, target, count)
+        vjp = partial(class_cross_entropy_vjp, P, target, count) if count else partial(class_cross_entropies_vjp, P, target)
     else:
         Y = xp.empty_like(Z)
         kernel = partial(soft_cross_entropy, Z, target, label_smoothing, count, P=P, Y=Y)
         vjp = partial(soft_cross_entropy_vjp, P, Y, count)
-    return logits._from_op(kernel(), "softmax_cross_entropy", ((logits, vjp),), kernel)
+    kernel(out=out)
+    return logits._from_op(out, "softmax_cross_entropy", ((logits, vjp),), kernel)
 
 
-def class_cross_entropy(Z, target, count, out=None, P=None):
-    """l_n = log S_n - s_{n, t_n} for class indices t, reduced by ``count`` (None: the N
-    losses; else their sum / count, a 0-d array); P = softmax(z) row by row. An index
-    outside [0, C) is an IndexError (a replayed batch is checked here)."""
+def class_cross_entropy(Z, target, count, out, P):
+    """l_n = log S_n - s_{n, t_n} for class indices t, into ``out``: the N losses (``count``
+    0) or their sum / count; P = softmax(z) row by row. An index outside [0, C) is an
+    IndexError (a replayed batch is checked here)."""
     if target.size and (target.min() < 0 or target.max() >= Z.shape[1]):
         raise IndexError("cross_entropy: a class index is out of range")
     shifted, total = _softmax_into(Z, P)
-    loss = backend.log(total)[:, 0] - backend.take_along_rows(shifted, target)
-    return _reduced(loss, count, out)
+    return _reduced_into(backend.log(total)[:, 0] - backend.take_along_rows(shifted, target), count, out)
 
 
-def soft_cross_entropy(Z, target, label_smoothing, count, out=None, P=None, Y=None):
+def soft_cross_entropy(Z, target, label_smoothing, count, out, P, Y):
     """l_n = -sum_k y_nk (s_nk - log S_n) for class probabilities (or class indices as
     one-hot rows), smoothed: y = (1 - e) y + e / C; the targets used are written into Y."""
     xp = namespace(Z)
@@ -65,7 +65,7 @@ def soft_cross_entropy(Z, target, label_smoothing, count, out=None, P=None, Y=No
     if label_smoothing:
         Y *= 1 - label_smoothing
         Y += label_smoothing / Z.shape[1]
-    return _reduced(-(Y * (shifted - log_total)).sum(axis=1), count, out)
+    return _reduced_into(-(Y * (shifted - log_total)).sum(axis=1), count, out)
 
 
 def _softmax_into(Z, P):
@@ -77,37 +77,35 @@ def _softmax_into(Z, P):
     return shifted, total
 
 
-def _reduced(loss, count, out):
-    """The N losses (``count`` None) or their sum / count; into ``out`` when given."""
-    value = loss if count is None else loss.sum() / count
-    if out is None:
-        return namespace(loss).asarray(value)
-    out[...] = value
+def _reduced_into(loss, count, out):
+    """``out`` = the N losses (``count`` 0) or their sum / count (``out`` 0-d)."""
+    flat = out.reshape(-1)
+    if count:
+        flat[0] = loss.sum() / count
+    else:
+        flat[:] = loss
     return out
 
 
 def class_cross_entropy_vjp(P, target, count, g):
-    """dL/dz_n = w_n (softmax(z_n) - y_n), w_n = g_n (no reduction: ``count`` None) or
-    g / count; y_n is one at the class target[n]."""
-    w = _example_weights(g, count)
+    """dL/dz_n = w (softmax(z_n) - y_n), w = g / count (a reduced loss); y_n is one at the
+    class target[n]."""
+    w = g / count
     d = P * w
-    _subtract_at(d, target, w)
+    backend.subtract_at_rows(d, target, w)
+    return d
+
+
+def class_cross_entropies_vjp(P, target, g):
+    """dL/dz_n = g_n (softmax(z_n) - y_n), for the N losses."""
+    d = P * g[:, None]
+    backend.subtract_at_rows(d, target, g)
     return d
 
 
 def soft_cross_entropy_vjp(P, Y, count, g):
-    """dL/dz_n = w_n (softmax(z_n) - y_n)."""
-    return _example_weights(g, count) * (P - Y)
-
-
-def _example_weights(g, count):
-    """dL/dl_n: g as a column (the loss per example) or g / count, one number."""
-    return g[:, None] if count is None else g / count
-
-
-def _subtract_at(d, columns, w):
-    """d[n, columns[n]] -= w: one number, or row n of a column w."""
-    d[namespace(d).arange(len(d)), columns] -= w if w.ndim == 0 else w[:, 0]
+    """dL/dz_n = w_n (softmax(z_n) - y_n), w_n = g / count, or g_n for the N losses."""
+    return (g / count if count else g[:, None]) * (P - Y)
 
 
 def binary_cross_entropy_with_logits(logits, target):

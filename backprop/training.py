@@ -24,7 +24,6 @@ from backprop.compile import module_settings, train_step_for
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
 from backprop.metrics import METRICS
 from backprop.nn.module import evaluating, parameter_device, parameter_dtype
-from backprop.optim.optimizer import _numba_installed
 from backprop.tensor import Tensor, _as_array
 
 __all__ = [
@@ -49,7 +48,7 @@ class History:
     ``steps`` counts the training steps by path: "compiled" (a captured plan replayed,
     ``backprop.compile``) and "eager"; ``eager_reason`` says why the last eager step was;
     ``numba_reason`` why the last compiled step was not one Numba function (None when it
-    was: ``fit(compiled="numba")``, or a fit of ``NUMBA_FROM`` steps or more)."""
+    was)."""
 
     def __init__(self):
         self.history = {}
@@ -104,13 +103,14 @@ def fit(
 
     With ``compiled`` (the default) each step is captured once per batch shape and
     replayed (``backprop.compile``: same numbers, less Python per step) where that is
-    sure to equal the eager step; ``History.steps`` says which path ran. ``compiled="numba"``
-    (Numba required) runs each replayed step's forward and backward passes as one
-    compiled function where the plan allows (linear, ReLU and softmax cross-entropy
-    networks: several times less time per step on small ones, a compile of ~10 s the first
-    time, cached on disk), the same numbers to float32 rounding; ``compiled=True`` takes
-    that path by itself for a fit of at least ``NUMBA_FROM`` (100,000) steps when Numba is
-    installed, where it repays the compile. ``History.numba_reason`` is None when it ran.
+    sure to equal the eager step; ``History.steps`` says which path ran. Where the plan
+    allows (linear, ReLU and softmax cross-entropy networks), a fit of at least
+    ``backprop.compile.NUMBA_FROM`` (20,000) steps with Numba installed moves on to one
+    compiled function a step (several times less time per step on small networks, the
+    same numbers to float32 rounding), made in the background (about 10 s the first time,
+    then loaded from the disk cache) while the replay goes on. ``compiled="numba"`` (Numba
+    required) takes that path from the first step, waiting for the compiler.
+    ``History.numba_reason`` is None when it ran.
 
     ``distributed=True`` trains data-parallel on the ranks of an MPI job (run under
     ``mpiexec``; see ``backprop.distributed.DataParallelFit``): each rank takes
@@ -142,12 +142,11 @@ def fit(
         train_loader, val_loader, progress = parallel.train_loader, parallel.val_loader, progress and parallel.writes
         callbacks = [c for c in callbacks if parallel.writes or not isinstance(c, ModelCheckpoint)]
 
-    if compiled is True and parallel is None and _numba_pays(epochs - initial_epoch, train_loader):
-        compiled = "numba"
     progress = _Progress(progress, initial_epoch, epochs)
     history = History()
     train_step = train_step_for(model, loss_fn, optimizer, settings, compiled,
-                                after_backward=parallel and parallel.average_gradients)
+                                after_backward=parallel and parallel.average_gradients,
+                                steps=_steps(epochs - initial_epoch, train_loader))
     train_step.counts = history.steps
     for callback in callbacks:
         callback.model, callback.optimizer, callback.history, callback.stop_training = model, optimizer, history, False
@@ -369,22 +368,13 @@ def _loader(name, data, batch_size, shuffle, sampler, model, dtype, threshold):
     return DataLoader(dataset, batch_size, shuffle=shuffle and sampler is None, sampler=sampler)
 
 
-# compiled=True means "numba" for a fit of at least this many steps when Numba is installed.
-# One Numba function per step saves ~50-200 us a step on small networks against the Python
-# replay (bench/NOTES.md, issue 12), and its compile costs up to ~10 s on a fresh install
-# (2-3 s for a new structure, 0.5 s once cached): from 100,000 steps it repays even the first
-# compile, and a short fit (the quick start's `backprop train`) never waits for one.
-NUMBA_FROM = 100_000
-
-
-def _numba_pays(epochs, loader):
-    """Whether ``epochs`` epochs of ``loader``'s batches reach ``NUMBA_FROM`` steps, with
-    Numba installed (a loader without a length: no)."""
+def _steps(epochs, loader):
+    """How many steps ``epochs`` epochs of ``loader``'s batches take (0 for a loader
+    without a length)."""
     try:
-        steps = epochs * len(loader)
+        return epochs * len(loader)
     except TypeError:
-        return False
-    return steps >= NUMBA_FROM and _numba_installed()
+        return 0
 
 
 _PROBED = weakref.WeakKeyDictionary()  # model -> (weak reference to the loss, (settings, example's shapes)) last probed

@@ -6,15 +6,19 @@ system on each row (network, batch, optimizer), interleaved in one run as
 repetition to the next, each ratio the median of the paired ratios), and prints one
 table with the ratio to JAX per row. ReLU MLPs, softmax cross-entropy, float32, the
 random MNIST-shaped data of ``bench.worker``; SGD lr 0.01, Adam lr 1e-3 with PyTorch's
-defaults.
+defaults. Warm caches: each system has compiled what it compiles before it is timed.
 
-- ``fit``: ``backprop.fit`` with no shuffling, metrics or progress bar (its default
-  compiled step, the optimizer's default options);
-- ``fit_fused``: the same with ``fused=True`` for the optimizer (Numba kernels);
-- ``fit_numba``: ``fit(compiled="numba")``, the forward and backward passes of each step as
-  one Numba function (compiled once per network structure and cached on disk, before timing);
-- ``step``: the hand-written PyTorch-style loop, opted in with ``backprop.compile_step``;
-- ``step_numba``: the same loop with ``compile_step(..., numba=True)``;
+- ``fit``: ``backprop.fit`` as a user calls it (no options; no shuffling, metrics or
+  progress bar), in the steady state of a long training: each worker first trains its
+  row's network with a fit of ``backprop.compile.NUMBA_FROM`` steps, stopped once the
+  default path has moved to its compiled function (made in the background), and goes on
+  training that same network;
+- ``fit_numba``: ``fit(compiled="numba")``, the compiled function from the first step;
+- ``step``: the hand-written PyTorch-style loop through ``backprop.compile_step`` (no
+  options), warmed up as ``fit`` is;
+- ``step_replay``: the same loop with ``numba=False``: the Python replay, which is what
+  runs without Numba and before the compiled function is ready;
+- ``step_numba``: the same loop with ``numba=True``;
 - ``jax``: ``jax.jit`` of the whole step (loss, gradient, update), called in a Python
   loop over the same batches (NumPy slices, as a NumPy data loader hands them over).
 """
@@ -24,6 +28,7 @@ import datetime
 import os
 import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -38,13 +43,21 @@ ROWS = [  # (sizes, batch, optimizer) as in issue 12's table
     ((784, 256, 128, 10), 8, "sgd"), ((784, 256, 128, 10), 8, "adam"),
     ((784, 256, 128, 10), 32, "adam"), ((784, 256, 128, 10), 512, "sgd"),
 ]
-SYSTEMS = ("fit", "fit_fused", "fit_numba", "step", "step_numba", "jax")
-REPORTED = ("fit", "fit_numba", "step", "step_numba", "jax")  # what python -m bench runs (report())
+SYSTEMS = ("fit", "fit_numba", "step", "step_replay", "step_numba", "jax")
+REPORTED = SYSTEMS  # what python -m bench runs (report())
+_TRAINERS = {}  # (system, sizes, opt) -> the trainer of the long training fit and step run
 HEADING = "Against JAX's jit: the rows of issue 12"
 
 
 def make_trainer(system, sizes, opt, seed=0):
-    return JaxTrainer(sizes, opt, seed) if system == "jax" else BackpropTrainer(system, sizes, opt, seed)
+    if system == "jax":
+        return JaxTrainer(sizes, opt, seed)
+    if system not in ("fit", "step"):
+        return BackpropTrainer(system, sizes, opt, seed)
+    key = (system, tuple(sizes), opt)
+    if key not in _TRAINERS:
+        _TRAINERS[key] = BackpropTrainer(system, sizes, opt, seed)
+    return _TRAINERS[key]
 
 
 class BackpropTrainer:
@@ -59,13 +72,16 @@ class BackpropTrainer:
         self.backprop, self.system = backprop, system
         self.model = nn.Sequential(*layers)
         self.loss_fn = nn.CrossEntropyLoss()
-        flags = {"fused": True} if system == "fit_fused" else {}
         params = list(self.model.parameters())
-        self.optimizer = optim.SGD(params, lr=SGD_LR, **flags) if opt == "sgd" else optim.Adam(params, **ADAM, **flags)
-        if system.startswith("step"):
-            self.step = backprop.compile_step(self.model, self.loss_fn, self.optimizer, numba=system == "step_numba")
+        self.optimizer = optim.SGD(params, lr=SGD_LR) if opt == "sgd" else optim.Adam(params, **ADAM)
+        numba = {"step": "auto", "step_replay": False, "step_numba": True}.get(system)
+        if numba is not None:
+            self.step = backprop.compile_step(self.model, self.loss_fn, self.optimizer, numba=numba)
+        self.warm = system not in ("fit", "step")
 
     def train(self, X, y, batch, start, steps):
+        if not self.warm:
+            self._long_training(X, y, batch)
         stop = start + steps * batch
         if self.system.startswith("step"):
             step, Tensor = self.step, self.backprop.Tensor
@@ -77,7 +93,33 @@ class BackpropTrainer:
                                     epochs=1, batch_size=batch, shuffle=False, metrics=(), progress=False,
                                     compiled=compiled)
         assert history.steps["eager"] == 0, history.eager_reason
-        assert compiled is True or history.numba_reason is None, history.numba_reason
+        assert history.numba_reason is None, history.numba_reason
+
+    def _long_training(self, X, y, batch, limit=300):
+        """Train as a long training does, until the default path has moved to its compiled
+        function (within ``limit`` seconds: a first compile takes about 10 s)."""
+        from backprop.compile import NUMBA_FROM
+        from backprop.training import Callback
+
+        self.warm, deadline = True, time.monotonic() + limit
+        rows = len(X) // batch * batch
+        if self.system == "step":
+            self.step.expect(NUMBA_FROM)
+            while self.step.numba_reason is not None and time.monotonic() < deadline:
+                self.train(X, y, batch, 0, rows // batch)
+            return
+
+        class UntilCompiled(Callback):
+            def on_batch_end(self, batch, logs):
+                self.stop_training = self.history.numba_reason is None or time.monotonic() > deadline
+
+        epochs = -(-NUMBA_FROM * batch // rows)  # a fit expected to take NUMBA_FROM steps
+        while time.monotonic() < deadline:
+            history = self.backprop.fit(self.model, self.loss_fn, self.optimizer, (X[:rows], y[:rows]), epochs=epochs,
+                                        batch_size=batch, shuffle=False, metrics=(), progress=False,
+                                        callbacks=[UntilCompiled()])
+            if history.numba_reason is None:
+                return
 
 
 class JaxTrainer:

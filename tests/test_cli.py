@@ -117,7 +117,7 @@ def test_train_evaluate_predict_on_a_csv_with_string_labels(pets_csv, workdir):
 def test_train_verbose_says_which_path_the_steps_took_and_compiled_numba_trains_the_same(pets_csv):
     common = ("train", "--data", pets_csv, "--target", "species", "--epochs", 3, "--batch-size", 16, "--verbose", "--json")
     replayed, eager = ok(*common, "--out", "a.npz"), ok(*common, "--compiled", "off", "--out", "b.npz")
-    assert "compiled (Python replay; not Numba: numba=False), 0 eager" in replayed.stdout
+    assert "compiled (Python replay; not Numba: numba='auto' makes the compiled function for a step expected to run 20,000 times), 0 eager" in replayed.stdout
     assert "steps   0 compiled" in eager.stdout and "eager (compiled=False)" in eager.stdout
     assert last_json(replayed)["test_loss"] == last_json(eager)["test_loss"]  # the replay is the eager step
     pytest.importorskip("numba")

@@ -33,6 +33,7 @@ gradient and is not an optimized parameter, or an input that requires grad. A ne
 captures a new plan.
 """
 
+import threading
 import weakref
 from operator import attrgetter
 
@@ -41,37 +42,50 @@ from backprop.compile.lowering import Plan
 from backprop.nn.layers import Dropout
 from backprop.nn.module import _BUILTIN, Module, edits, settings
 from backprop.ops import vjp_parts
-from backprop.optim.optimizer import _require_numba
+from backprop.optim.optimizer import _numba_installed, _require_numba
 from backprop.tensor import Tensor, _as_array, recording
 
 __all__ = ["compile_step", "TrainStep", "fit_step"]
 
 _MAX_PLANS = 8  # keys (batch shapes...) kept per step; more than this and the step stays eager
+# numba="auto" makes a plan's Numba function once its step is expected to run this many
+# times. In the background, the compile never stalls a step, but on 2 cores it takes
+# time from the replay: importing Numba and loading a cached function costs about 0.5 s,
+# a first compile about 10 s, and the function saves 20-100 us a step on small networks
+# (bench/NOTES.md).
+NUMBA_FROM = 20_000
+_NOT_YET = f"numba='auto' makes the compiled function for a step expected to run {NUMBA_FROM:,} times"
 _DATA, _REQUIRES_GRAD = attrgetter("data"), attrgetter("requires_grad")
 _FIT_STEPS = weakref.WeakKeyDictionary()  # optimizer -> the TrainStep fit last used with it
 
 
-def compile_step(model, loss_fn, optimizer, numba=False):
+def compile_step(model, loss_fn, optimizer, numba="auto"):
     """A ``TrainStep``: ``step(x, y)`` trains on one batch and returns the loss (a float).
-    ``numba=True`` runs each plan's forward and backward passes as one Numba function
-    where the plan allows (``compile/numba_step.py``; ``TrainStep.numba_reason`` says why
-    not), the update staying the optimizer's."""
+
+    Each plan runs as one Numba function where the plan allows (``compile/numba_step.py``;
+    ``TrainStep.numba_reason`` says why not), the update staying the optimizer's:
+    ``numba="auto"`` (the default) once the step has run ``NUMBA_FROM`` times with Numba
+    installed, the function made in the background while the replay goes on;
+    ``numba=True`` at the first step of each plan, waiting for the compiler (Numba
+    required); ``numba=False`` never."""
     return TrainStep(model, loss_fn, optimizer, numba=numba)
 
 
-def train_step_for(model, loss_fn, optimizer, settings, compiled=True, after_backward=None):
+def train_step_for(model, loss_fn, optimizer, settings, compiled=True, after_backward=None, steps=0):
     """The ``TrainStep`` that ``fit`` uses: kept for the optimizer (``fit_step``) and reused
     by the next ``fit`` with the same model, loss and modules' ``settings``
     (``module_settings``), so that repeated short fits (``partial_fit``) capture their plans
-    once. ``compiled`` is True, False or "numba" (``compile_step``'s ``numba=True``).
+    once. ``compiled`` is True (``compile_step``'s ``numba="auto"``), False or "numba"
+    (``numba=True``); ``steps`` is how many steps the fit will take at most (``expect``).
     ``after_backward`` (distributed training's gradient averaging) runs between backward
     and the update, on the eager path."""
     step = _FIT_STEPS.get(optimizer)
     key = (model, loss_fn, compiled, after_backward, settings)
     if step is None or step.reuse_key != key:
         step = _FIT_STEPS[optimizer] = TrainStep(model, loss_fn, optimizer, bool(compiled), after_backward,
-                                                 numba=compiled == "numba")
+                                                 numba=True if compiled == "numba" else "auto")
         step.reuse_key = key
+    step.expect(steps)
     return step
 
 
@@ -98,11 +112,14 @@ class TrainStep:
     ``output`` is the model's output of the last call (an array, valid until the next).
     """
 
-    def __init__(self, model, loss_fn, optimizer, compiled=True, after_backward=None, numba=False):
-        if numba:
+    def __init__(self, model, loss_fn, optimizer, compiled=True, after_backward=None, numba="auto"):
+        if numba not in (True, False, "auto"):
+            raise ValueError(f"compile_step: numba must be True, False or 'auto'; got {numba!r}")
+        if numba is True:
             _require_numba("numba=True")
         self.model, self.loss_fn, self.optimizer, self.compiled = model, loss_fn, optimizer, compiled
-        self.numba, self.numba_reason = bool(numba), (None if numba else "numba=False")
+        self.numba, self.numba_reason = numba, {False: "numba=False", "auto": _NOT_YET}.get(numba)
+        self.replayed, self.expected = 0, 0  # steps replayed so far; steps the caller said are coming
         self.after_backward = after_backward
         self.reuse_key = None  # what train_step_for made this step for
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -118,7 +135,7 @@ class TrainStep:
         self.path = self.reason = self.output = None
         self.counts = {"compiled": 0, "eager": 0}
         if self.unsupported is None:
-            optimizer.use_flat_buffers(fused=self.numba)
+            optimizer.use_flat_buffers(fused=self.numba is True)
 
     def __call__(self, x, y):
         if self.unsupported or (isinstance(x, Tensor) and x.requires_grad):
@@ -140,9 +157,27 @@ class TrainStep:
         if isinstance(plan, str) or not plan.run(x, y):
             return self._eager(x, y, plan if isinstance(plan, str) else "a kernel refused the batch")
         self._took("compiled", None)
+        self.replayed += 1
+        if plan.numba_reason is _NOT_YET and self.replayed >= NUMBA_FROM:
+            self._numba_in_background(plan)
         self.output = plan.output
         self.numba_reason = plan.numba_reason
         return plan.loss_value()
+
+    def expect(self, steps):
+        """Say that about ``steps`` more steps are coming (``fit`` does): from ``NUMBA_FROM``
+        on, a plan starts making its Numba function when it is captured."""
+        self.expected = self.replayed + steps
+
+    def _numba_in_background(self, plan):
+        """Make the plan's Numba function in a thread (which imports Numba, and waits for a
+        worker process to compile what the disk cache does not hold) while the replay goes
+        on; the first step after it is ready adopts it."""
+        if not _numba_installed():
+            plan.numba_reason = "Numba is not installed"
+            return
+        plan.numba_reason = "the compiled function is being made in the background"
+        threading.Thread(target=_make_numba, args=(plan,), name="backprop compile", daemon=True).start()
 
     def _took(self, path, reason):
         self.path, self.reason = path, reason
@@ -173,6 +208,12 @@ class TrainStep:
         self.optimizer.step()
         self.output = output.data
         return loss.item()
+
+
+def _make_numba(plan):
+    from backprop.compile import numba_step
+
+    plan.compiled = numba_step.make(plan, in_worker=True)
 
 
 def _unsupported(modules):
@@ -209,8 +250,15 @@ def _capture(step, x, y):
         optimizer.step()
         return plan, loss.item()
     plan.gradients()
-    if step.numba:
-        step.numba_reason = plan.compile_whole()
+    if step.numba is True:
+        from backprop.compile import numba_step
+
+        plan.adopt(numba_step.make(plan))
+    elif step.numba == "auto":
+        plan.numba_reason = _NOT_YET
+        if max(step.expected, step.replayed) >= NUMBA_FROM:
+            step._numba_in_background(plan)
+    step.numba_reason = plan.numba_reason
     optimizer.step()
     return plan, plan.loss_value()
 

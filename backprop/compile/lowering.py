@@ -40,16 +40,16 @@ class PythonTarget:
         and functions are its globals, which Python looks up faster than it passes them."""
         scope = {**functions, **{f"a{k}": value for k, value in enumerate(arguments)}}
         exec(compile("def step():\n" + body, "<backprop.compile plan>", "exec"), scope)
-        return scope["step"], [], {}
+        return scope["step"], [], []
 
 
 PYTHON = PythonTarget()
 
 
 def lower(plan, target):
-    """(the step as one function of ``target``, the arguments to call it with, the arrays
-    the target moved: {id: replacement}). The function returns False for a batch a kernel
-    refused, else True."""
+    """(the step as one function of ``target``, the arguments to call it with, the plan's
+    arrays the target moved: [(array, its replacement)]). The function returns False for a
+    batch a kernel refused, else True."""
     arguments, argument_names, functions, function_names = [], {}, {}, {}
 
     def name_of(value):
@@ -97,8 +97,9 @@ class _Local(str):
 
 class Plan:
     """One captured step: forward kernels, the VJPs in backward order, the update; ``run``
-    is the lowered function (the Python replay, or one Numba function after
-    ``compile_whole``) with the batch copied in and the update after it."""
+    is the lowered function (the Python replay, or one Numba function once adopted) with
+    the batch copied in and the update after it. A function made by a thread is put in
+    ``compiled``, and the next ``run`` adopts it on its batch."""
 
     def __init__(self, step, inputs, forward, loss, output, nodes, leaves, grad_buffers):
         self.optimizer = step.optimizer
@@ -123,6 +124,7 @@ class Plan:
         self.written = _written_into(self.instructions, self.leaves, nodes + leaves)
         self.idle = [p for p in step.params if id(p) not in slot]  # zero_grad() leaves them no gradient
         self.passes = self.run = None
+        self.compiled = None  # what a thread made for ``adopt``: (function, arguments, moved) or why not
         self._use(*lower(self, PYTHON))
         self.numba_reason = "numba=False"
 
@@ -154,35 +156,38 @@ class Plan:
         for p in self.idle:
             p.grad = None
 
-    def compile_whole(self):
-        """Replace ``run`` by one Numba function for the forward and backward passes, once it
-        reproduced, on this batch, the loss and gradients the replay just left; return why
-        not (None if done)."""
-        from backprop.compile import numba_step
-
-        self.numba_reason = numba_step.unsupported(self)
-        if self.numba_reason is not None:
-            return self.numba_reason
+    def adopt(self, made):
+        """Run the step by the function ``made`` = (function, arguments, moved) from now on,
+        the optimizer's update fused, if it reproduces the loss and gradients the replay left
+        in the plan's arrays; else (or if ``made`` is the reason there is none) restore them
+        and say why in ``numba_reason``."""
+        if isinstance(made, str):
+            self.numba_reason = made
+            return
+        function, arguments, moved = made
         grads, loss = [buffer.copy() for _, _, buffer in self.leaves], self.loss.copy()
-        function, arguments, moved = lower(self, numba_step.TARGET)
+        for original, copy in moved:  # what it works in instead of the plan's arrays, as the replay left them
+            xp.copyto(copy, original)
         if function(*arguments) and xp.allclose(self.loss, loss, rtol=1e-5) and all(
             xp.allclose(buffer, g, rtol=1e-4, atol=1e-6) for (_, _, buffer), g in zip(self.leaves, grads)
         ):
+            self.numba_reason = None
+            self.optimizer.use_flat_buffers(fused=True)
             self._use(function, arguments, moved)
-            return None
+            return
         for (_, _, buffer), g in zip(self.leaves, grads):
             xp.copyto(buffer, g)
         xp.copyto(self.loss, loss)
         self.numba_reason = "the compiled function does not reproduce the replayed step"
-        return self.numba_reason
 
     def _use(self, function, arguments, moved):
-        """Run the step by ``function(*arguments)`` from now on. ``moved`` maps plan arrays to
-        the copies the function works in instead. The batch is handed to the function as it
-        is when it is one of its arguments and the caller's array is C-ordered, writable and
-        aligned (the same shape and dtype, by the plan's key), sparing a copy (110 us for
+        """Run the step by ``function(*arguments)`` from now on. ``moved`` pairs plan arrays
+        with the copies the function works in instead. The batch is handed to the function as
+        it is when it is one of its arguments and the caller's array is C-ordered, writable
+        and aligned (the same shape and dtype, by the plan's key), sparing a copy (110 us for
         512 x 784 float32); otherwise it is copied into the plan's array."""
-        self.x, self.y, self.output = (moved.get(id(a), a) for a in (self.x, self.y, self.output))
+        copies = {id(original): copy for original, copy in moved}
+        self.x, self.y, self.output = (copies.get(id(a), a) for a in (self.x, self.y, self.output))
         X, Y, update = self.x, self.y, self.optimizer.step
         arguments = list(arguments)
         batch = [(i, buffer, k) for k, buffer in enumerate((X, Y)) for i, a in enumerate(arguments) if a is buffer]
@@ -207,6 +212,9 @@ class Plan:
                 arguments[i] = buffer
             if not done:
                 return False
+            if self.compiled is not None:  # made in the background: adopted on this batch
+                made, self.compiled = self.compiled, None
+                self.adopt(made)
             self._share_gradients()
             update()
             return True

@@ -1,41 +1,44 @@
-"""A captured step's forward and backward passes as one Numba function (``numba=True``).
+"""The Numba target of ``lowering.lower``: a captured step's forward and backward passes
+as one Numba function (``numba=True``).
 
-A replayed plan (``compile/__init__.py``) still makes one Python call per primitive and
-per VJP, about a microsecond each; on a small network those calls are the step. Here
-the same plan becomes one compiled function: the forward kernels below, then the very
-VJPs of ``ops.py`` (the module-level functions its primitives bind with ``partial``,
-compiled by Numba from their own source), in the order ``Tensor.backward`` calls them,
-the gradients written into the optimizer's flat buffer. The update stays the
+A replayed plan still makes one Python call per primitive and per VJP, about a
+microsecond each; on a small network those calls are the step. Here the same lowered
+source becomes one compiled function calling the very functions of ``ops.py`` and
+``loss_ops.py`` (the kernels and VJPs its primitives bind with ``partial``), compiled
+by Numba from their own source (``COMPILED``); the backend's named helpers they call
+are compiled in their compiled versions (``backend.COMPILED``). The update stays the
 optimizer's ``step()``.
 
 It covers what small classifiers are made of: ``linear`` on matrices, ``relu`` and
 softmax cross-entropy on class indices, reduced by mean or sum, in float32 or float64;
-any other plan keeps the Python replay. The backend's named helpers get Numba versions
-here (``overload``): the matrix products call NumPy's own OpenBLAS through its CBLAS
-interface (Numba's ``np.dot`` goes through SciPy's BLAS, about half as fast here), and
-``np.dot`` where NumPy's library cannot be found.
+any other plan keeps the Python replay. The matrix products call NumPy's own OpenBLAS
+through its CBLAS interface (Numba's ``np.dot`` goes through SciPy's BLAS, about half as
+fast here), and ``np.dot`` where NumPy's library cannot be found.
 
-Three habits of OpenBLAS shape the kernels (measurements in bench/NOTES.md): it writes a
-product's output up to 1.7x slower when the output does not start on a 64-byte boundary,
-so the function works in aligned copies of the plan's matrices (``build``); on two
-threads it splits small products across the cores, and the next kernel then waits for the
-other core's half, so a product below ``SERIAL_BELOW`` multiply-adds runs on one; and it
-computes a few rows through a large weight matrix twice as fast as the transpose of
-``W x^T`` (``linear_forward``).
+Three habits of OpenBLAS shape the products (measurements in bench/NOTES.md): it writes
+a product's output up to 1.7x slower when the output does not start on a 64-byte
+boundary, so the function works in aligned copies of the plan's matrices
+(``NumbaTarget.build``); on two threads it splits small products across the cores, and
+the next kernel then waits for the other core's half, so a product below
+``SERIAL_BELOW`` multiply-adds runs on one; and it computes a few rows through a large
+weight matrix twice as fast as the transpose of ``W x^T`` (``MIRRORED_UP_TO``).
 
 The generated source is written (atomically) to a cache directory and imported from
 there, so that Numba caches its machine code on disk; ``BACKPROP_CACHE`` names the
-directory (default ``~/.cache/backprop``), and a step's file name is a hash of this
-module's, ``ops.py``'s and ``backend.py``'s sources. Numba keys the VJPs' own cache
-(``backprop/__pycache__/ops.*.nbi``) by ``ops.py`` alone, and they hold the products
-compiled in: after editing this module in a checkout, delete those files.
+directory (default ``~/.cache/backprop``), and a step's file name is a hash of the
+generated source and of every source compiled into it (``ops.py``, ``loss_ops.py``,
+``backend.py`` and this module): an edit to any of them compiles anew, and nothing else
+is cached on its own.
 """
 
 import ctypes
 import glob
 import hashlib
 import importlib.util
+import inspect
+import json
 import os
+import subprocess
 import sys
 from functools import partial
 
@@ -46,12 +49,13 @@ from numba import types
 from numba.extending import overload
 
 from backprop import backend, loss_ops, ops
+from backprop.compile.lowering import lower
 from backprop.files import atomic_write
 
-_jit = partial(numba.njit, cache=True, error_model="numpy")
-_SUPPORTED_VJPS = ("linear_input_vjp", "linear_weight_vjp", "linear_bias_vjp", "relu_vjp", "class_cross_entropy_vjp")
-_HOMES = (ops, loss_ops)  # the modules whose VJPs are compiled here, from their own source
-VJPS = {name: _jit(getattr(home, name)) for home in _HOMES for name in _SUPPORTED_VJPS if hasattr(home, name)}
+# Only the generated step is cached on disk (keyed by the hash of every source it is made
+# from); the functions it calls are compiled into it, so none is cached on its own, keyed
+# by its file alone.
+_jit = partial(numba.njit, error_model="numpy")
 
 
 # -- matrix products through NumPy's BLAS ----------------------------------------------------
@@ -87,11 +91,17 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 SERIAL_BELOW = 4_000_000
 
 
+# A batch of at most this many rows through a weight matrix of at least MIRRORED_FROM
+# elements is computed as (W x^T)^T: OpenBLAS takes half the time for it (8 rows through
+# 256x784 weights: 36 against 72 us on 2 threads), the transposed copy about a microsecond.
+MIRRORED_UP_TO, MIRRORED_FROM = 32, 32_768
+
+
 def _gemm_for(gemm, scalar, threads):
     get_threads, set_threads = threads
 
     @_jit
-    def kernel(A, B, C):
+    def product(A, B, C):
         """C = A @ B for C-contiguous C and A, B each C- or F-contiguous (a transpose); on
         one thread below ``SERIAL_BELOW`` multiply-adds."""
         if not (A.flags.c_contiguous or A.flags.f_contiguous):
@@ -110,6 +120,19 @@ def _gemm_for(gemm, scalar, threads):
              scalar(0), C.ctypes.data, max(n, 1))
         if serial:
             set_threads(pool)
+
+    @_jit
+    def kernel(A, B, C):
+        """C = A @ B; a few rows times a large transposed matrix (x W^T) as (W x^T)^T."""
+        rows, columns = C.shape
+        if rows <= MIRRORED_UP_TO and B.size >= MIRRORED_FROM and B.flags.f_contiguous and not B.flags.c_contiguous:
+            transposed = np.empty((columns, rows), C.dtype)
+            product(B.T, A.T, transposed)
+            for r in range(rows):
+                for c in range(columns):
+                    C[r, c] = transposed[c, r]
+        else:
+            product(A, B, C)
 
     return kernel
 
@@ -152,148 +175,104 @@ def _matmul2d(a, b, out=None):
     return impl
 
 
-@_jit
-def _column_sums_into(g, out):
-    out[:] = 0
-    for n in range(g.shape[0]):
-        for j in range(g.shape[1]):
-            out[j] += g[n, j]
-    return out
+def _implement(helper, version):
+    """Let compiled code call ``helper`` (of the primitives or the backend), compiling
+    ``version``: the helper itself, or the backend's compiled version of it."""
+    scope = {"version": version}
+    exec(f"def typer{inspect.signature(helper)}: return version", scope)  # Numba wants the helper's signature
+    overload(helper)(scope["typer"])
 
 
-@overload(backend.column_sums)
-def _column_sums(g, out=None):
-    if _omitted(out):
-        return lambda g, out=None: _column_sums_into(g, np.empty(g.shape[1], g.dtype))
-    return lambda g, out=None: _column_sums_into(g, out)
+for _helper, _version in backend.COMPILED.items():
+    _implement(_helper, _version)
+for _helper in (ops._as_rows, loss_ops._softmax_into, loss_ops._reduced_into):
+    _implement(_helper, _helper)
 
 
-@overload(ops._as_rows)
-def _as_rows(g):
-    if g.ndim == 2:
-        return lambda g: g
-    return lambda g: g.reshape(-1, g.shape[-1])
+def qualified_name(function):
+    """"module.name" of a function (a ufunc, which has no module, by its name alone)."""
+    return f"{getattr(function, '__module__', None)}.{function.__name__}"
 
 
-@overload(loss_ops._example_weights)
-def _example_weights(g, count):  # only reduced losses run here: g and count are numbers
-    return lambda g, count: g / count
-
-
-@overload(loss_ops._subtract_at)
-def _subtract_at(d, columns, w):
-    def impl(d, columns, w):
-        for n in range(len(columns)):
-            d[n, columns[n]] -= w
-
-    return impl
-
-
-# -- forward kernels (the values of ops.py's primitives, recomputed into their arrays) -------
-# A batch of at most this many rows through a weight matrix of at least MIRRORED_FROM
-# elements is computed as (W x^T)^T: OpenBLAS takes half the time for it (8 rows through
-# 256x784 weights: 36 against 72 us on 2 threads), the transposed copy about a microsecond.
-MIRRORED_UP_TO, MIRRORED_FROM = 32, 32_768
-
-
-@_jit
-def linear_forward(X, W, b, out):
-    """out = X W^T (+ b); for a few rows through a large W, as the transpose of W X^T."""
-    rows, features = out.shape
-    if rows <= MIRRORED_UP_TO and W.size >= MIRRORED_FROM:
-        transposed = np.empty((features, rows), out.dtype)
-        gemm_into(W, X.T, transposed)
-        for n in range(rows):
-            for j in range(features):
-                out[n, j] = transposed[j, n]
-    else:
-        gemm_into(X, W.T, out)
-    if b is not None:
-        for n in range(rows):
-            for j in range(features):
-                out[n, j] += b[j]
-
-
-@_jit
-def relu_forward(A, out):
-    """out = max(A, 0) (NaN stays NaN, as NumPy's maximum)."""
-    a, y = A.reshape(-1), out.reshape(-1)
-    for i in range(a.size):
-        y[i] = a[i] if not a[i] <= 0 else 0
-
-
-@_jit
-def softmax_cross_entropy_forward(Z, target, P, count, loss):
-    """P = softmax(Z) row by row, loss[0] = sum_n (log S_n - s_{n, t_n}) / count with
-    s = z - max(z), S = sum_k e^s; False if a class index is out of range."""
-    classes = Z.shape[1]
-    total = 0.0
-    for n in range(Z.shape[0]):
-        t = target[n]
-        if t < 0 or t >= classes:
-            return False
-        top = Z[n, 0]
-        for k in range(1, classes):
-            top = max(top, Z[n, k])
-        s = 0.0
-        for k in range(classes):
-            e = np.exp(Z[n, k] - top)
-            P[n, k] = e
-            s += e
-        for k in range(classes):
-            P[n, k] /= s
-        total += np.log(s) - (Z[n, t] - top)
-    loss[0] = total / count
-    return True
+# The primitives' functions a step may call, each compiled from the primitive's own source
+# (the backend's helpers in their compiled versions).
+COMPILED = {qualified_name(f): _jit(backend.COMPILED.get(f, f)) for f in (
+    ops.linear_forward, ops.linear_input_vjp, ops.linear_weight_vjp, ops.linear_bias_vjp, backend.relu, ops.relu_vjp,
+    loss_ops.class_cross_entropy, loss_ops.class_cross_entropy_vjp)}
 
 
 # -- the target ----------------------------------------------------------------------------------
 class NumbaTarget:
-    """``lowering.lower``'s Numba target: the step's source compiled into one function."""
+    """``lowering.lower``'s Numba target: the step's source compiled into one function, each
+    function it calls the compiled version of the primitive's own (``COMPILED``).
+    ``in_worker``: a function not yet in the disk cache is compiled by a worker process
+    (``fill_cache``), not in this one, whose threads would wait for the interpreter lock."""
+
+    def __init__(self, in_worker=False):
+        self.in_worker = in_worker
 
     def forward(self, plan, op, kernel, out):
-        """The compiled kernel that recomputes ``out`` from the primitive's arrays."""
-        if op == "linear":
-            return linear_forward, (*kernel.args, out), {}, False
-        if op == "relu":
-            return relu_forward, (kernel.args[0], out), {}, False
-        Z, target, count = kernel.args  # class indices, reduced: count is N or 1
-        # the count an argument, not a literal: one compiled function serves every batch size
-        return softmax_cross_entropy_forward, (Z, target, kernel.keywords["P"], out.dtype.type(count),
-                                               out.reshape(1)), {}, True
+        """The primitive's kernel; a 0-d output through a view of one element (Numba writes
+        no 0-d array), a count in the arrays' dtype (an argument, not a literal: one compiled
+        function serves every batch size)."""
+        return kernel.func, self.bound(plan, kernel.args), {**kernel.keywords, "out": out.reshape(out.shape or 1)}, False
 
     def seed(self, plan):
         return plan.dtype(1)
 
     def bound(self, plan, values):
-        return [plan.dtype(v) if type(v) is int else v for v in values]  # a count in the arrays' dtype
+        return [plan.dtype(v) if type(v) is int else v for v in values]
 
     def build(self, plan, body, functions, arguments):
-        """(the compiled function, its arguments, {id: aligned copy} of each plan matrix that
-        did not start on a vector boundary, which the function works in instead)."""
+        """(the function, compiled now for these arguments' types or loaded from the disk
+        cache, its arguments, [(plan matrix, aligned copy)] for each plan matrix that did not
+        start on a vector boundary, which the function works in instead)."""
         kept = {id(a) for _, p, buffer in plan.leaves for a in (p.data, buffer)}  # aligned by the flat group
         moved = _aligned(arguments, kept)
-        header = "".join(f"{name} = COMPILED[{_name(function)!r}]\n" for name, function in functions.items())
-        source = f"{header}\n\n@_jit\ndef step({', '.join(f'a{k}' for k in range(len(arguments)))}):\n{body}"
-        return _compiled(source), [moved.get(id(a), a) for a in arguments], moved
+        copies = {id(original): copy for original, copy in moved}
+        arguments = [copies.get(id(a), a) for a in arguments]
+        function, path = _compiled(_source(body, functions, len(arguments)))
+        signature = tuple(map(numba.typeof, arguments))
+        if self.in_worker and not os.path.exists(_ready(path, signature)):
+            _compile_in_worker(path, arguments, signature, plan.dtype)
+        _compile(function, path, signature)
+        return function, arguments, moved
 
 
-TARGET = NumbaTarget()
-COMPILED = {**VJPS, **{f.__name__: f for f in (linear_forward, relu_forward, softmax_cross_entropy_forward)}}
+TARGET, IN_WORKER = NumbaTarget(), NumbaTarget(in_worker=True)
 
 
-def _name(function):
-    return getattr(function, "py_func", function).__name__
+def make(plan, in_worker=False):
+    """What ``Plan.adopt`` takes: (the plan's function, its arguments, the arrays it moved),
+    compiled now or loaded from the disk cache (``in_worker``: a first compile in a worker
+    process, this thread waiting), and the update kernels of its dtype; or why not."""
+    from backprop.optim.optimizer import prepare_fused
+
+    reason = unsupported(plan)
+    if reason:
+        return reason
+    try:
+        made = lower(plan, IN_WORKER if in_worker else TARGET)
+        prepare_fused(plan.dtype)
+    except Exception as error:  # noqa: BLE001 - the replay goes on, and numba_reason says why
+        return f"the compiled function could not be made: {error}"
+    return made
+
+
+def _source(body, functions, count):
+    """The generated module's source: the functions by name, then the step."""
+    header = "".join(f"{name} = COMPILED[{qualified_name(f)!r}]\n" for name, f in functions.items())
+    return f"{header}\n\n@_cached\ndef step({', '.join(f'a{k}' for k in range(count))}):\n{body}"
+_cached = partial(numba.njit, cache=True, error_model="numpy")
 
 
 def unsupported(plan):
     """Why this plan cannot run as one Numba function (None if it can)."""
     for op, kernel, _ in plan.forward:
-        if op == "softmax_cross_entropy":
-            if kernel.func is not loss_ops.class_cross_entropy or kernel.args[2] is None:
-                return "softmax cross-entropy here takes class indices and a mean or sum"
-        elif op not in ("linear", "relu"):
-            return f"{op} has no kernel in one compiled function"
+        if qualified_name(kernel.func) not in COMPILED:
+            return f"{op} with these arguments has no kernel in one compiled function"
+        if op == "softmax_cross_entropy" and not kernel.args[2]:
+            return "softmax cross-entropy here is reduced (a mean or a sum)"
         if kernel.args[0].dtype not in (np.float32, np.float64):
             return f"{kernel.args[0].dtype} arrays"
         for array in kernel.args:
@@ -301,41 +280,40 @@ def unsupported(plan):
                 return f"{array.dtype} arrays (Numba takes only the machine's byte order)"
     for _, vjp, *_ in plan.instructions:
         function, _ = ops.vjp_parts(vjp)
-        name = getattr(function, "__name__", "")
-        if name not in VJPS or not any(getattr(home, name, None) is function for home in _HOMES):
-            return "a derivative without a compiled version"
+        if qualified_name(function) not in COMPILED:
+            return f"the derivative {function.__name__} has no compiled version"
     return None
 
 
 def _aligned(arguments, kept):
-    """{id: aligned copy} of each matrix among ``arguments`` that owns its data, is no
-    other argument's base, is not in ``kept`` and does not start on a vector boundary."""
+    """[(matrix, its aligned copy)] for each matrix among ``arguments`` that owns its data,
+    is no other argument's base, is not in ``kept`` and does not start on a vector boundary."""
     skipped = kept | {id(a.base) for a in arguments if isinstance(a, np.ndarray) and a.base is not None}
-    moved = {}
+    moved = []
     for a in arguments:
         if isinstance(a, np.ndarray) and a.ndim == 2 and a.base is None and a.flags.c_contiguous and id(a) not in skipped:
             copy = backend.aligned(a)
             if copy is not a:
-                moved[id(a)] = copy
+                moved.append((a, copy))
     return moved
 
 
-_STEPS = {}  # generated source -> its compiled function, shared by every plan of this process
+_STEPS = {}  # generated source -> (its function, its file), shared by every plan of this process
 
 
 def _compiled(source):
-    function = _STEPS.get(source)
-    if function is None:
+    """(the Numba function of a generated step, the file it is in), made once per process."""
+    if source not in _STEPS:
         module = _module(source)
-        function = _STEPS[source] = module.step
-    return function
+        _STEPS[source] = module.step, module.__file__
+    return _STEPS[source]
 
 
 def _module(source):
     """The generated source as a module in the cache directory (so Numba can cache it)."""
-    text = "from backprop.compile.numba_step import _jit, COMPILED\n" + source
+    text = "from backprop.compile.numba_step import _cached, COMPILED\n" + source
     tag = hashlib.sha256()
-    for part in (text, *map(_source_of, (*(home.__file__ for home in _HOMES), backend.__file__, __file__))):
+    for part in (text, *map(_source_of, (ops.__file__, loss_ops.__file__, backend.__file__, __file__))):
         tag.update(part.encode())
     folder = os.path.join(os.environ.get("BACKPROP_CACHE") or os.path.expanduser("~/.cache/backprop"), "numba_steps")
     os.makedirs(folder, exist_ok=True)
@@ -343,12 +321,79 @@ def _module(source):
     if not os.path.exists(path):
         with atomic_write(path, "w") as file:
             file.write(text)
-    spec = importlib.util.spec_from_file_location(f"backprop_numba_step_{tag.hexdigest()[:20]}", path)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # Numba's cache imports it by name
-    spec.loader.exec_module(module)
-    return module
+    return _import(path)
+
+
+def _import(path):
+    name = "backprop_numba_" + os.path.basename(path)[:-3]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)  # Numba's cache imports it by name
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _source_of(path):
     with open(path, encoding="utf-8") as file:
         return file.read()
+
+
+# -- the worker that fills the disk cache ---------------------------------------------------------
+def _ready(path, signature):
+    """The file that says the step in ``path`` is in the disk cache for ``signature``."""
+    return f"{path}.{hashlib.sha256(str(signature).encode()).hexdigest()[:12]}.ready"
+
+
+def _compile(function, path, signature):
+    """Compile ``function`` for ``signature`` (or load it from the disk cache), and say so."""
+    function.compile(signature)
+    if not os.path.exists(_ready(path, signature)):
+        with atomic_write(_ready(path, signature), "w") as file:
+            file.write(str(signature))
+
+
+def _compile_in_worker(path, arguments, signature, dtype):
+    """Compile the step in ``path`` for ``signature`` (and the optimizers' update kernels for
+    ``dtype``) in a new process, into the disk cache; wait for it (this thread only)."""
+    order = {"arguments": [_described(a) for a in arguments], "signature": str(signature),
+             "dtype": np.dtype(dtype).str, "path": path}
+    done = subprocess.run([sys.executable, "-c", "from backprop.compile.numba_step import fill_cache; fill_cache()"],
+                          input=json.dumps(order), capture_output=True, text=True)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise RuntimeError(f"the compiling process failed: {lines[-1]}")
+
+
+def _described(a):
+    """What a worker needs to make an argument of the same Numba type: an array's dtype,
+    dimensions, layout and writability, a scalar's dtype."""
+    if isinstance(a, np.ndarray):
+        layout = "C" if a.flags.c_contiguous else "F" if a.flags.f_contiguous else "A"
+        return {"dtype": a.dtype.str, "ndim": a.ndim, "layout": layout, "writeable": a.flags.writeable}
+    return {"dtype": np.asarray(a).dtype.str}
+
+
+def _example(description):
+    """An argument of the type ``description`` describes (its values do not matter)."""
+    dtype = np.dtype(description["dtype"])
+    if "ndim" not in description:
+        return dtype.type(0)
+    ndim, layout = description["ndim"], description["layout"]
+    a = np.zeros((2,) * ndim, dtype, order="F" if layout == "F" else "C")
+    if layout == "A":
+        a = a[(slice(None, None, 2),) * ndim] if ndim else a
+    a.flags.writeable = description["writeable"]
+    return a
+
+
+def fill_cache():
+    """The worker's main: compile the step an order on standard input names, for its
+    signature, and the update kernels for its dtype, into the disk cache."""
+    from backprop.optim.optimizer import prepare_fused
+
+    order = json.load(sys.stdin)
+    signature = tuple(numba.typeof(_example(d)) for d in order["arguments"])
+    if str(signature) != order["signature"]:
+        raise SystemExit(f"the arguments' types came out as {signature}, not {order['signature']}")
+    prepare_fused(order["dtype"])
+    _compile(_import(order["path"]).step, order["path"], signature)

@@ -68,3 +68,11 @@ def adam(p, g, m, v, v_max, coefficients, amsgrad):
             vi = max(v_max[i], vi)
             v_max[i] = vi
         p[i] = pi - (mi / (np.sqrt(vi) + eps_c)) * step
+
+
+def prepare(dtype):
+    """Compile every kernel for parameters of ``dtype`` (or load it from the disk cache)."""
+    a = np.zeros(1, dtype)
+    c = coefficients(a, *[0.0] * 8)
+    sgd(a, a, a, c, False, False, False)
+    adam(a, a, a, a, a, c, False)

@@ -293,6 +293,14 @@ def _numba_installed():
     return importlib.util.find_spec("numba") is not None
 
 
+def prepare_fused(dtype):
+    """Compile the one-pass update kernels for ``dtype`` now (or load them from the disk
+    cache), so that a step switching to them later does not wait."""
+    from backprop.optim import _fused
+
+    _fused.prepare(xp.dtype(dtype))
+
+
 def _require_numba(option="fused=True"):
     try:
         import numba  # noqa: F401
