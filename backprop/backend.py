@@ -39,7 +39,10 @@ def _cupy_array(a):
 
 def namespace(a):
     """The array module of ``a``: NumPy for NumPy arrays, scalars and Python data, CuPy for
-    a CuPy array."""
+    a CuPy array. (A NumPy array is answered by one type check, inline: every primitive
+    and helper asks.)"""
+    if type(a) is xp.ndarray:
+        return xp
     return sys.modules["cupy"] if _cupy_array(a) else xp
 
 
@@ -186,7 +189,22 @@ def relu(a, out=None):
     """max(a, 0) elementwise, against a row of zeros: NumPy's maximum has no vector loop
     for a scalar 0 (into ``out`` when given)."""
     ns = namespace(a)
-    return ns.maximum(a, ns.zeros(a.shape[-1:], a.dtype), out=out)
+    zeros = _host_zeros(a.shape[-1:], a.dtype) if ns is xp else ns.zeros(a.shape[-1:], a.dtype)
+    return ns.maximum(a, zeros, out=out)
+
+
+@functools.lru_cache(maxsize=64)
+def _host_zeros(shape, dtype):
+    """A row of zeros made once per length and dtype (read-only: it is shared)."""
+    zeros = xp.zeros(shape, dtype)
+    zeros.flags.writeable = False
+    return zeros
+
+
+def classes_in_range(target, classes):
+    """Whether every class index in ``target`` is in [0, classes): one maximum of the
+    indices read as unsigned (a negative one reads as huge)."""
+    return not target.size or as_unsigned(target).max() < classes
 
 
 def exp(a, out=None):
@@ -201,12 +219,25 @@ def log(a):
 
 def take_along_rows(a, columns):
     """a[n, columns[n]] for every row n of a matrix."""
-    return a[namespace(a).arange(len(a)), columns]
+    return a[_row_numbers(a), columns]
 
 
 def subtract_at_rows(a, columns, w):
     """a[n, columns[n]] -= w (one number, or w[n]) for every row n of a matrix, in place."""
-    a[namespace(a).arange(len(a)), columns] -= w
+    a[_row_numbers(a), columns] -= w
+
+
+def _row_numbers(a):
+    """0, 1, ..., len(a) - 1: on the host made once per length (read-only: it is shared)."""
+    ns = namespace(a)
+    return _host_arange(len(a)) if ns is xp else ns.arange(len(a))
+
+
+@functools.lru_cache(maxsize=64)
+def _host_arange(length):
+    numbers = xp.arange(length)
+    numbers.flags.writeable = False
+    return numbers
 
 
 # -- the same helpers in compiled code --------------------------------------------------------
@@ -253,6 +284,13 @@ def _softmax_shift_compiled(Z, out=None):
     return shifted
 
 
+def _classes_in_range_compiled(target, classes):
+    for t in target.flat:
+        if t < 0 or t >= classes:
+            return False
+    return True
+
+
 def _take_along_rows_compiled(a, columns):
     taken = xp.empty(a.shape[0], a.dtype)
     for n in range(a.shape[0]):
@@ -267,11 +305,12 @@ def _subtract_at_rows_compiled(a, columns, w):  # w one number: the VJP of a red
 
 COMPILED = {relu: _relu_compiled, exp: _exp_compiled, log: _log_compiled, column_sums: _column_sums_compiled,
             row_sums: _row_sums_compiled, softmax_shift: _softmax_shift_compiled,
-            take_along_rows: _take_along_rows_compiled, subtract_at_rows: _subtract_at_rows_compiled}
+            take_along_rows: _take_along_rows_compiled, subtract_at_rows: _subtract_at_rows_compiled,
+            classes_in_range: _classes_in_range_compiled}
 
 
 __all__ = [
     "xp", "special", "DEVICES", "namespace", "special_of", "device", "check_device", "to_device",
     "to_host", "same_device", "matmul2d", "column_sums", "row_sums", "softmax_shift", "relu", "exp", "log",
-    "take_along_rows", "subtract_at_rows",
+    "take_along_rows", "subtract_at_rows", "classes_in_range",
 ]

@@ -45,7 +45,7 @@ def class_cross_entropy(Z, target, count, out, P):
     """l_n = log S_n - s_{n, t_n} for class indices t, into ``out``: the N losses (``count``
     0) or their sum / count; P = softmax(z) row by row. An index outside [0, C) is an
     IndexError (a replayed batch is checked here)."""
-    if target.size and (target.min() < 0 or target.max() >= Z.shape[1]):
+    if not backend.classes_in_range(target, Z.shape[1]):
         raise IndexError("cross_entropy: a class index is out of range")
     shifted, total = _softmax_into(Z, P)
     return _reduced_into(backend.log(total)[:, 0] - backend.take_along_rows(shifted, target), count, out)

@@ -77,10 +77,10 @@ class BackpropTrainer:
         numba = {"step": "auto", "step_replay": False, "step_numba": True}.get(system)
         if numba is not None:
             self.step = backprop.compile_step(self.model, self.loss_fn, self.optimizer, numba=numba)
-        self.warm = system not in ("fit", "step")
+        self.warm = set() if system in ("fit", "step") else None  # the batch sizes trained long already
 
     def train(self, X, y, batch, start, steps):
-        if not self.warm:
+        if self.warm is not None and batch not in self.warm:
             self._long_training(X, y, batch)
         stop = start + steps * batch
         if self.system.startswith("step"):
@@ -101,10 +101,12 @@ class BackpropTrainer:
         from backprop.compile import NUMBA_FROM
         from backprop.training import Callback
 
-        self.warm, deadline = True, time.monotonic() + limit
+        self.warm.add(batch)
+        deadline = time.monotonic() + limit
         rows = len(X) // batch * batch
         if self.system == "step":
             self.step.expect(NUMBA_FROM)
+            self.train(X, y, batch, 0, 1)  # this batch size's plan
             while self.step.numba_reason is not None and time.monotonic() < deadline:
                 self.train(X, y, batch, 0, rows // batch)
             return

@@ -64,8 +64,9 @@ def compile_step(model, loss_fn, optimizer, numba="auto"):
 
     Each plan runs as one Numba function where the plan allows (``compile/numba_step.py``;
     ``TrainStep.numba_reason`` says why not), the update staying the optimizer's:
-    ``numba="auto"`` (the default) once the step has run ``NUMBA_FROM`` times with Numba
-    installed, the function made in the background while the replay goes on;
+    ``numba="auto"`` (the default) once the step has run, or is expected to run
+    (``TrainStep.expect``), ``NUMBA_FROM`` times with Numba installed, the function made
+    in the background while the replay goes on;
     ``numba=True`` at the first step of each plan, waiting for the compiler (Numba
     required); ``numba=False`` never."""
     return TrainStep(model, loss_fn, optimizer, numba=numba)
@@ -158,15 +159,15 @@ class TrainStep:
             return self._eager(x, y, plan if isinstance(plan, str) else "a kernel refused the batch")
         self._took("compiled", None)
         self.replayed += 1
-        if plan.numba_reason is _NOT_YET and self.replayed >= NUMBA_FROM:
+        if plan.numba_reason is _NOT_YET and (self.replayed >= NUMBA_FROM or self.expected >= NUMBA_FROM):
             self._numba_in_background(plan)
         self.output = plan.output
         self.numba_reason = plan.numba_reason
         return plan.loss_value()
 
     def expect(self, steps):
-        """Say that about ``steps`` more steps are coming (``fit`` does): from ``NUMBA_FROM``
-        on, a plan starts making its Numba function when it is captured."""
+        """Say that about ``steps`` more steps are coming (``fit`` does): a step expected to
+        run ``NUMBA_FROM`` times in all makes its plans' Numba functions from now on."""
         self.expected = self.replayed + steps
 
     def _numba_in_background(self, plan):
@@ -256,7 +257,7 @@ def _capture(step, x, y):
         plan.adopt(numba_step.make(plan))
     elif step.numba == "auto":
         plan.numba_reason = _NOT_YET
-        if max(step.expected, step.replayed) >= NUMBA_FROM:
+        if step.replayed >= NUMBA_FROM or step.expected >= NUMBA_FROM:
             step._numba_in_background(plan)
     step.numba_reason = plan.numba_reason
     optimizer.step()

@@ -24,9 +24,9 @@ class PythonTarget:
     """The replay: the generated function calls ``ops.py``'s functions from Python."""
 
     def forward(self, plan, op, kernel, out):
-        """(function, arguments, keywords, whether it returns False to refuse a batch) of
-        the call that recomputes ``out``: the primitive's own kernel."""
-        return kernel.func, kernel.args, {**kernel.keywords, "out": out}, False
+        """(function, arguments, keywords) of the call that recomputes ``out``: the
+        primitive's own kernel."""
+        return kernel.func, kernel.args, {**kernel.keywords, "out": out}
 
     def seed(self, plan):
         return plan.seed
@@ -48,8 +48,8 @@ PYTHON = PythonTarget()
 
 def lower(plan, target):
     """(the step as one function of ``target``, the arguments to call it with, the plan's
-    arrays the target moved: [(array, its replacement)]). The function returns False for a
-    batch a kernel refused, else True."""
+    arrays the target moved: [(array, its replacement)]). A kernel refuses a batch it
+    cannot take (a class index out of range) with an IndexError."""
     arguments, argument_names, functions, function_names = [], {}, {}, {}
 
     def name_of(value):
@@ -73,9 +73,7 @@ def lower(plan, target):
 
     lines = []
     for op, kernel, out in plan.forward:
-        function, args, keywords, checked = target.forward(plan, op, kernel, out)
-        text = call(function, args, keywords)
-        lines.append(f"if not {text}: return False" if checked else text)
+        lines.append(call(*target.forward(plan, op, kernel, out)))
     lines.append(f"g0 = {name_of(target.seed(plan))}")
     for i, (source, vjp, slot, first) in enumerate(plan.instructions):
         function, bound = vjp_parts(vjp)
@@ -86,7 +84,6 @@ def lower(plan, target):
     for slot, _, buffer in plan.leaves:
         if id(buffer) not in in_place:
             lines.append(f"{name_of(buffer)}[...] = g{slot}")
-    lines.append("return True")
     body = "".join(f"    {line}\n" for line in lines)
     return target.build(plan, body, functions, arguments)
 
@@ -168,7 +165,8 @@ class Plan:
         grads, loss = [buffer.copy() for _, _, buffer in self.leaves], self.loss.copy()
         for original, copy in moved:  # what it works in instead of the plan's arrays, as the replay left them
             xp.copyto(copy, original)
-        if function(*arguments) and xp.allclose(self.loss, loss, rtol=1e-5) and all(
+        function(*arguments)
+        if xp.allclose(self.loss, loss, rtol=1e-5) and all(
             xp.allclose(buffer, g, rtol=1e-4, atol=1e-6) for (_, _, buffer), g in zip(self.leaves, grads)
         ):
             self.numba_reason = None
@@ -205,13 +203,12 @@ class Plan:
                 else:
                     xp.copyto(buffer, given[k])
             try:
-                done = function(*arguments)
+                function(*arguments)
             except IndexError:  # a kernel refused the batch (a class index out of range)
-                done = False
-            for i, buffer, _ in batch:  # no reference to the caller's batch outlives the step
-                arguments[i] = buffer
-            if not done:
                 return False
+            finally:
+                for i, buffer, _ in batch:  # no reference to the caller's batch outlives the step
+                    arguments[i] = buffer
             if self.compiled is not None:  # made in the background: adopted on this batch
                 made, self.compiled = self.compiled, None
                 self.adopt(made)

@@ -215,7 +215,7 @@ class NumbaTarget:
         """The primitive's kernel; a 0-d output through a view of one element (Numba writes
         no 0-d array), a count in the arrays' dtype (an argument, not a literal: one compiled
         function serves every batch size)."""
-        return kernel.func, self.bound(plan, kernel.args), {**kernel.keywords, "out": out.reshape(out.shape or 1)}, False
+        return kernel.func, self.bound(plan, kernel.args), {**kernel.keywords, "out": out.reshape(out.shape or 1)}
 
     def seed(self, plan):
         return plan.dtype(1)
@@ -312,9 +312,8 @@ def _compiled(source):
 def _module(source):
     """The generated source as a module in the cache directory (so Numba can cache it)."""
     text = "from backprop.compile.numba_step import _cached, COMPILED\n" + source
-    tag = hashlib.sha256()
-    for part in (text, *map(_source_of, (ops.__file__, loss_ops.__file__, backend.__file__, __file__))):
-        tag.update(part.encode())
+    tag = hashlib.sha256(_SOURCES)
+    tag.update(text.encode())
     folder = os.path.join(os.environ.get("BACKPROP_CACHE") or os.path.expanduser("~/.cache/backprop"), "numba_steps")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"step_{tag.hexdigest()[:20]}.py")
@@ -334,8 +333,13 @@ def _import(path):
 
 
 def _source_of(path):
-    with open(path, encoding="utf-8") as file:
+    with open(path, "rb") as file:
         return file.read()
+
+
+# What every generated step is compiled from besides its own source: read once, as this
+# process runs them (an edit made while it runs is not what it compiles).
+_SOURCES = b"".join(map(_source_of, (ops.__file__, loss_ops.__file__, backend.__file__, __file__)))
 
 
 # -- the worker that fills the disk cache ---------------------------------------------------------
