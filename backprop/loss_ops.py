@@ -47,15 +47,15 @@ def class_cross_entropy(Z, target, count, out, P):
     IndexError (a replayed batch is checked here)."""
     if not backend.classes_in_range(target, Z.shape[1]):
         raise IndexError("cross_entropy: a class index is out of range")
-    shifted, total = _softmax_into(Z, P)
-    return _reduced_into(backend.log(total)[:, 0] - backend.take_along_rows(shifted, target), count, out)
+    shifted, total = softmax_into(Z, P)
+    return reduced_into(backend.log(total)[:, 0] - backend.take_along_rows(shifted, target), count, out)
 
 
 def soft_cross_entropy(Z, target, label_smoothing, count, out, P, Y):
     """l_n = -sum_k y_nk (s_nk - log S_n) for class probabilities (or class indices as
     one-hot rows), smoothed: y = (1 - e) y + e / C; the targets used are written into Y."""
     xp = namespace(Z)
-    shifted, total = _softmax_into(Z, P)
+    shifted, total = softmax_into(Z, P)
     log_total = xp.log(total)
     if target.dtype.kind in "iu":
         Y[...] = 0
@@ -65,10 +65,10 @@ def soft_cross_entropy(Z, target, label_smoothing, count, out, P, Y):
     if label_smoothing:
         Y *= 1 - label_smoothing
         Y += label_smoothing / Z.shape[1]
-    return _reduced_into(-(Y * (shifted - log_total)).sum(axis=1), count, out)
+    return reduced_into(-(Y * (shifted - log_total)).sum(axis=1), count, out)
 
 
-def _softmax_into(Z, P):
+def softmax_into(Z, P):
     """(the shifted logits s, the column of row sums S), P = e^s / S."""
     shifted = backend.softmax_shift(Z)
     backend.exp(shifted, P)
@@ -77,7 +77,7 @@ def _softmax_into(Z, P):
     return shifted, total
 
 
-def _reduced_into(loss, count, out):
+def reduced_into(loss, count, out):
     """``out`` = the N losses (``count`` 0) or their sum / count (``out`` 0-d)."""
     flat = out.reshape(-1)
     if count:

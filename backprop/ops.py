@@ -219,15 +219,15 @@ def linear_input_vjp(W, g):
 def linear_weight_vjp(X2, g, out=None):
     """dL/dW = g^T x, the batch axes of g and x taken as one (X2 is x as a matrix); into
     ``out`` when given (a compiled step's gradient buffer)."""
-    return backend.matmul2d(_as_rows(g).T, X2, out)
+    return backend.matmul2d(as_rows(g).T, X2, out)
 
 
 def linear_bias_vjp(g, out=None):
     """dL/db = sum of g over the batch axes; into ``out`` when given."""
-    return backend.column_sums(_as_rows(g), out)
+    return backend.column_sums(as_rows(g), out)
 
 
-def _as_rows(g):
+def as_rows(g):
     """g as a matrix of rows: its batch axes as one."""
     return g if g.ndim == 2 else g.reshape(-1, g.shape[-1])
 

@@ -12,10 +12,12 @@ node's VJPs, and sum the contributions that reach a node along different paths.
 Every Tensor is numbered when it is created, and an operation's result is created
 after its inputs, so "newest first" is such an order: the walk keeps the nodes that
 have received a gradient in a heap and always takes the newest. The primitives and
-their VJPs live in ``ops.py``, which takes Tensors: the operator methods here lift
-Python numbers and arrays to Tensors (``as_tensor``) and call the primitive, which
-builds its result through ``_from_op`` of an input, so ``ops.py`` never imports this
-module back.
+their VJPs live in ``ops.py`` (and ``shape_ops.py``, ``loss_ops.py``), which take
+Tensors: the operator methods here lift Python numbers and arrays to Tensors
+(``as_tensor``) and call the primitive, which builds its result through ``_from_op`` of
+an input, so the primitives never import this module back. ``_from_op`` is the one place
+every result is made: ``recording()`` collects them there, with the kernel that
+recomputes each, which is how a training step is captured (``backprop.compile``).
 """
 
 import contextlib
@@ -25,7 +27,6 @@ import itertools
 import numbers
 
 from backprop import backend, ops, shape_ops
-from backprop.ops import unbroadcast
 
 _grad_enabled = True
 _creation_order = itertools.count()  # Tensor._seq: a node is always numbered after its inputs
@@ -431,4 +432,4 @@ def _operand(other):
     return other.data if isinstance(other, Tensor) else other
 
 
-__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "unbroadcast", "recording"]
+__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "recording"]

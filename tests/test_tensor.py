@@ -205,3 +205,34 @@ def test_data_that_torch_tensor_refuses_is_one_clear_error(data):
 def test_numbers_that_torch_tensor_accepts_are_accepted(data):
     torch = pytest.importorskip("torch")
     assert tuple(torch.tensor(data).shape) == bp.Tensor(data).shape
+
+
+def test_a_recording_sees_every_result_however_the_op_was_imported_and_only_its_own_thread():
+    import threading
+
+    from backprop.ops import relu  # bound before the recording: nothing is replaced
+    from backprop.tensor import recording
+
+    def compute(seed, results):
+        x = bp.Tensor(np.random.default_rng(seed).normal(size=(3, 2)), requires_grad=True)
+        barrier.wait()  # both threads record at the same time
+        with recording() as calls:
+            for _ in range(200):
+                y = relu(x * 2.0).sum()
+        results[seed] = (calls, y)
+
+    barrier, results = threading.Barrier(2), {}
+    threads = [threading.Thread(target=compute, args=(seed, results)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [1, 2]
+    for calls, y in results.values():
+        assert [op for _, op, _ in calls] == ["mul", "relu", "sum"] * 200
+        assert calls[-1][0] is y
+        for node, _, kernel in calls:  # each kernel recomputes its own result
+            np.testing.assert_array_equal(kernel(out=np.empty_like(node.data)), node.data)
+    with recording() as outside:
+        pass
+    assert outside == []

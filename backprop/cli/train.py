@@ -78,7 +78,7 @@ def _architecture(model):
 @click.option("--init", "init_path", type=click.Path(dir_okay=False), default=None, help="Start from this model's weights (.npz saved by backprop, or .onnx) instead of a new network: fine-tuning.")
 @click.option("--distributed", "is_distributed", is_flag=True, help="Train data-parallel on the ranks of an MPI job: run under 'mpiexec -n N' (pip install 'backprop[mpi]').")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Start 'mpiexec -n N' on this machine and train with --distributed on its N ranks.")
-@click.option("--compiled", type=click.Choice(["auto", "numba", "off"]), default="auto", show_default=True, help="How steps run: auto: replayed plans, moving on to one Numba function a step for a training of 20,000 steps or more with Numba installed (made in the background); numba: one Numba function a step from the first (backprop[fused]); off: the eager engine.")
+@click.option("--compiled", type=click.Choice(["auto", "numba", "off"]), default="auto", show_default=True, help="How steps run: auto: replayed plans, moving on to one Numba function a step for a training of 20,000 steps or more with Numba installed (made in the background); numba: one Numba function a step from the first, waiting for the compiler; off: the eager engine.")
 @click.option("--verbose", is_flag=True, help="Also print which path the training steps took, and why.")
 @json_option
 def train(is_distributed, workers, **options):

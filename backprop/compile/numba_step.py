@@ -185,7 +185,7 @@ def _implement(helper, version):
 
 for _helper, _version in backend.COMPILED.items():
     _implement(_helper, _version)
-for _helper in (ops._as_rows, loss_ops._softmax_into, loss_ops._reduced_into):
+for _helper in (ops.as_rows, loss_ops.softmax_into, loss_ops.reduced_into):
     _implement(_helper, _helper)
 
 

@@ -305,8 +305,8 @@ def _require_numba(option="fused=True"):
     try:
         import numba  # noqa: F401
     except ImportError:
-        raise ImportError(f"{option} compiles with Numba, which is not installed: "
-                          "pip install 'backprop[fused]'") from None
+        raise ImportError(f"{option} compiles with Numba, a dependency of backprop that is not installed "
+                          "here: pip install 'numba>=0.60,<0.70'") from None
     return True
 
 
