@@ -60,6 +60,14 @@ def _elementwise(name, a, forward, *args, vjp):
     return a._from_op(_array(kernel()), name, ((a, vjp),), kernel)
 
 
+def _elementwise_of_output(name, a, forward, vjp_of):
+    """The node of a unary elementwise primitive whose VJP reads its output y =
+    forward(a): ``vjp_of(y)``."""
+    kernel = partial(forward, a.data)
+    Y = _array(kernel())
+    return a._from_op(Y, name, ((a, vjp_of(Y)),), kernel)
+
+
 def _array(Y):
     """Y as an array: NumPy's ufuncs give a scalar for 0-d operands, and a kernel writes
     into an array."""
@@ -235,9 +243,7 @@ def as_rows(g):
 # -- elementwise functions ---------------------------------------------------------------
 def exp(a):
     """y = e^a; dy/da = y."""
-    kernel = partial(namespace(a.data).exp, a.data)
-    Y = _array(kernel())
-    return a._from_op(Y, "exp", ((a, partial(mul_vjp, Y, Y.shape)),), kernel)
+    return _elementwise_of_output("exp", a, namespace(a.data).exp, lambda Y: partial(mul_vjp, Y, Y.shape))
 
 
 def log(a):
@@ -247,9 +253,7 @@ def log(a):
 
 def sqrt(a):
     """y = sqrt a; dy/da = 1/(2y)."""
-    kernel = partial(namespace(a.data).sqrt, a.data)
-    Y = _array(kernel())
-    return a._from_op(Y, "sqrt", ((a, partial(sqrt_vjp, Y)),), kernel)
+    return _elementwise_of_output("sqrt", a, namespace(a.data).sqrt, lambda Y: partial(sqrt_vjp, Y))
 
 
 def sqrt_vjp(Y, g):
@@ -297,9 +301,7 @@ def leaky_relu_vjp(A, negative_slope, g):
 
 def sigmoid(a):
     """y = 1/(1+e^-a); dy/da = y(1-y)."""
-    kernel = partial(backend.special_of(a.data).expit, a.data)
-    Y = _array(kernel())
-    return a._from_op(Y, "sigmoid", ((a, partial(sigmoid_vjp, Y)),), kernel)
+    return _elementwise_of_output("sigmoid", a, backend.special_of(a.data).expit, lambda Y: partial(sigmoid_vjp, Y))
 
 
 def sigmoid_vjp(Y, g):
@@ -308,9 +310,7 @@ def sigmoid_vjp(Y, g):
 
 def tanh(a):
     """y = tanh(a); dy/da = 1 - y^2."""
-    kernel = partial(namespace(a.data).tanh, a.data)
-    Y = _array(kernel())
-    return a._from_op(Y, "tanh", ((a, partial(tanh_vjp, Y)),), kernel)
+    return _elementwise_of_output("tanh", a, namespace(a.data).tanh, lambda Y: partial(tanh_vjp, Y))
 
 
 def tanh_vjp(Y, g):
