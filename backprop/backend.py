@@ -182,7 +182,12 @@ def aligned(a):
 def as_unsigned(a):
     """An integer array's values read as unsigned, in its own byte order: a negative class
     index reads as a huge one, so one maximum checks both ends of a range."""
-    return a.view(a.dtype.str.replace("i", "u"))
+    return a.view(_unsigned(a.dtype))
+
+
+@functools.lru_cache(maxsize=16)
+def _unsigned(dtype):
+    return xp.dtype(dtype.str.replace("i", "u"))
 
 
 def relu(a, out=None):

@@ -78,12 +78,12 @@ def softmax_into(Z, P):
 
 
 def reduced_into(loss, count, out):
-    """``out`` = the N losses (``count`` 0) or their sum / count (``out`` 0-d)."""
-    flat = out.reshape(-1)
+    """``out`` = the N losses (``count`` 0) or their sum / count (``out`` 0-d, or of one
+    element in compiled code)."""
     if count:
-        flat[0] = loss.sum() / count
+        out[...] = loss.sum() / count
     else:
-        flat[:] = loss
+        out[...] = loss
     return out
 
 
