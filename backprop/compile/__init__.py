@@ -20,8 +20,12 @@ hands over every result the engine made with its kernel, and turns the recording
 - update: the optimizer's own ``step()``, on flat buffers.
 
 ``compile/lowering.py`` turns a plan into one function, for a target: Python (the
-replay) or Numba (``numba=True``, ``compile/numba_step.py``). Later calls run it: no
-Tensor, no graph, no closure is created per step.
+replay) or Numba (``compile/numba_step.py``). Later calls run it: no Tensor, no graph,
+no closure is created per step. The Numba function comes at the first step with
+``numba=True``, and with ``numba="auto"`` (the default, and ``fit``'s) for a step
+expected to run ``NUMBA_FROM`` times, made in the background (a thread that loads it,
+a worker process that compiles what the disk cache lacks) and adopted by the step after
+it is ready.
 
 A plan is only made when it cannot differ from the eager step. The step stays eager
 (``TrainStep.reason`` says why) for a model or loss that is not made of the library's
