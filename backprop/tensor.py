@@ -22,15 +22,19 @@ recomputes each, which is how a training step is captured (``backprop.compile``)
 
 import contextlib
 import contextvars
+import functools
 import heapq
 import itertools
 import numbers
+import weakref
 
 from backprop import backend, ops, shape_ops
 
 _grad_enabled = True
 _creation_order = itertools.count()  # Tensor._seq: a node is always numbered after its inputs
 _recorder = contextvars.ContextVar("backprop_recorder", default=None)  # the list ``recording`` yields
+_in_place_edits = 0  # counts the in-place operations (x -= y ...)
+_edited_memory = {}  # id of an array that owns memory -> {id of a view changed in place: (weak reference, last edit)}
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -86,7 +90,7 @@ class Tensor:
     "cuda") moves the data there; by default it stays where it is (Python data: "cpu").
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_op", "_retains_grad", "_seq", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_op", "_retains_grad", "_seq", "_mark", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -107,6 +111,7 @@ class Tensor:
         self._op = op  # the operation's name; None for a leaf
         self._retains_grad = False
         self._seq = next(_creation_order)
+        self._mark = _in_place_edits  # the in-place edits made before this Tensor was
 
     @staticmethod
     def _from_op(data, op, parents, kernel=None):
@@ -235,6 +240,41 @@ class Tensor:
     def __rmatmul__(self, other):
         return ops.matmul(as_tensor(other, self), self)
 
+    # In place, as PyTorch: x -= y changes x's values (an optimizer's update under no_grad()).
+    def __iadd__(self, other):
+        return self._in_place(other, "add", "+=")
+
+    def __isub__(self, other):
+        return self._in_place(other, "subtract", "-=")
+
+    def __imul__(self, other):
+        return self._in_place(other, "multiply", "*=")
+
+    def __itruediv__(self, other):
+        return self._in_place(other, "divide", "/=")
+
+    def _in_place(self, other, ufunc, symbol):
+        """``ufunc(self, other)`` written into this Tensor's array. The engine records no
+        in-place operation: while gradients are enabled, neither side may require one (as
+        PyTorch refuses it for a leaf). A graph that saved these values refuses to run
+        backward afterwards (``Tensor.backward``)."""
+        global _in_place_edits
+        if _grad_enabled and (self.requires_grad or (isinstance(other, Tensor) and other.requires_grad)):
+            raise RuntimeError(
+                f"{symbol} on a Tensor that requires grad (or with one): an in-place operation is not recorded; "
+                f"write x = x {symbol[0]} y, or update parameters inside `with no_grad():`"
+            )
+        other = _operand(other)
+        if hasattr(other, "dtype"):
+            backend.same_device(self.data, other, symbol)
+        getattr(backend.namespace(self.data), ufunc)(self.data, other, out=self.data)
+        _in_place_edits += 1
+        if len(_edited_memory) > 1024:  # forget the arrays that are gone
+            for key in [k for k, views in _edited_memory.items() if all(r() is None for r, _ in views.values())]:
+                del _edited_memory[key]
+        _edited_memory.setdefault(id(_memory(self.data)), {})[id(self.data)] = weakref.ref(self.data), _in_place_edits
+        return self
+
     def __neg__(self):
         return ops.neg(self)
 
@@ -243,6 +283,14 @@ class Tensor:
 
     def __getitem__(self, index):
         return shape_ops.getitem(self, _index_array(index))
+
+    def __eq__(self, other):
+        return Tensor(self.data == _operand(other))
+
+    def __ne__(self, other):
+        return Tensor(self.data != _operand(other))
+
+    __hash__ = object.__hash__  # a Tensor is a key by identity (optimizer state), as in PyTorch
 
     def __lt__(self, other):
         return Tensor(self.data < _operand(other))
@@ -311,8 +359,15 @@ class Tensor:
     def reshape(self, *shape):
         return shape_ops.reshape(self, shape[0] if len(shape) == 1 else shape)
 
-    def transpose(self, *axes):
-        return shape_ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+    def transpose(self, dim0, dim1):
+        """This Tensor with dimensions ``dim0`` and ``dim1`` swapped (PyTorch's transpose)."""
+        order = list(range(self.ndim))
+        order[dim0], order[dim1] = order[dim1], order[dim0]
+        return shape_ops.transpose(self, tuple(order))
+
+    def permute(self, *dims):
+        """This Tensor with its dimensions in the order ``dims``."""
+        return shape_ops.transpose(self, tuple(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else dims)
 
     # -- the chain rule ----------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
@@ -355,6 +410,8 @@ class Tensor:
                     "Trying to backward through the graph a second time: its cached values were "
                     "released after the first backward(); pass retain_graph=True to the first call."
                 )
+            if node._mark != _in_place_edits:  # something changed in place since: were its saved values?
+                _check_saved(node)
             for parent, vjp in parents:
                 contribution = vjp(g)  # of the parent's shape (a VJP undoes broadcasting itself)
                 key = id(parent)
@@ -425,6 +482,39 @@ def recording():
         yield calls
     finally:
         _recorder.reset(token)
+
+
+def _memory(array):
+    """The array that owns ``array``'s memory (itself, or the base its view chain ends in)."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+def _check_saved(node):
+    """Refuse to run ``node``'s VJPs if an array they saved was changed in place after the
+    node was computed (PyTorch's version check): they would give a wrong gradient."""
+    for vjp in node.vjps:
+        saved = vjp.args if isinstance(vjp, functools.partial) else [
+            cell.cell_contents for cell in getattr(vjp, "__closure__", None) or () if _assigned(cell)]
+        for value in saved:
+            if not hasattr(value, "base"):
+                continue
+            for ref, edit in _edited_memory.get(id(_memory(value)), {}).values():
+                if edit <= node._mark or ref() is None or not backend.namespace(value).may_share_memory(ref(), value):
+                    continue
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: a value {node._op} saved for its gradient was changed after it was computed"
+                )
+
+
+def _assigned(cell):
+    try:
+        cell.cell_contents
+    except ValueError:  # a variable of the enclosing function that was never assigned
+        return False
+    return True
 
 
 def _operand(other):

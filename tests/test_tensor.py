@@ -236,3 +236,106 @@ def test_a_recording_sees_every_result_however_the_op_was_imported_and_only_its_
     with recording() as outside:
         pass
     assert outside == []
+
+
+# -- in place, as PyTorch: the updates of its beginner examples ------------------------------------
+def test_the_raw_tensor_cubic_fit_updates_in_place_as_torch_does():
+    """"Learning PyTorch with Examples": a cubic fitted to sin(x) with raw tensors, updated
+    with ``with no_grad(): a -= lr * a.grad``."""
+    torch = pytest.importorskip("torch")
+    x = np.linspace(-np.pi, np.pi, 200)
+    results = []
+    for lib in (bp, torch):
+        X, Y = lib.tensor(x), lib.tensor(np.sin(x))
+        a, b, c, d = (lib.tensor(np.float64(v), requires_grad=True) for v in (0.1, -0.2, 0.3, 0.05))
+        for _ in range(50):
+            loss = (a + b * X + c * X**2 + d * X**3 - Y).pow(2).sum() if lib is torch else \
+                ((a + b * X + c * X**2 + d * X**3 - Y) ** 2).sum()
+            loss.backward()
+            with lib.no_grad():
+                for p in (a, b, c, d):
+                    p -= 1e-6 * p.grad
+                    p.grad = None
+        results.append([float(p.item()) for p in (a, b, c, d)] + [loss.item()])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-10)
+
+
+def test_a_models_parameters_updated_in_place_under_no_grad_train_as_torch():
+    torch = pytest.importorskip("torch")
+    from backprop import nn
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(16, 4)).astype(np.float32), rng.integers(0, 3, 16)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    reference = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), reference.parameters()):
+            q.copy_(torch.tensor(p.data))
+    for _ in range(5):
+        for net, lib, loss_fn in ((model, bp, nn.CrossEntropyLoss()), (reference, torch, torch.nn.CrossEntropyLoss())):
+            net.zero_grad()
+            loss_fn(net(lib.tensor(X)), lib.tensor(y)).backward()
+            with lib.no_grad():
+                for p in net.parameters():
+                    p -= 0.5 * p.grad
+    for p, q in zip(model.parameters(), reference.parameters()):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-5, atol=1e-6)
+        assert p.data.base is not None or p.data.flags.owndata  # the Parameter's own array, changed in place
+
+
+@pytest.mark.parametrize("op", ["+=", "-=", "*=", "/="])
+def test_in_place_arithmetic_equals_torch_and_keeps_the_tensor(op):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(3, 4)).astype(np.float32), rng.uniform(0.5, 2, size=4).astype(np.float32)
+    ours, theirs = bp.Tensor(a.copy()), torch.tensor(a.copy())
+    before, array = id(ours), ours.data
+    exec(f"ours {op} bp.Tensor(b)\ntheirs {op} torch.tensor(b)")
+    assert id(ours) == before and ours.data is array
+    np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
+def test_in_place_on_a_leaf_that_requires_grad_is_refused_outside_no_grad_as_torch():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError):
+        torch.ones(2, requires_grad=True).sub_(1)
+    w = bp.Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="in-place operation is not recorded"):
+        w -= 1.0
+    with pytest.raises(RuntimeError, match="in-place operation is not recorded"):
+        x = bp.Tensor([1.0, 2.0])
+        x += w
+    np.testing.assert_array_equal(w.data, [1.0, 2.0])
+
+
+def test_backward_after_a_saved_value_changed_in_place_is_refused_as_torch():
+    """As PyTorch's version check: refused when a value the gradient needs changed; a value
+    it does not need (w, for the gradient of w * x) may change."""
+    torch = pytest.importorskip("torch")
+    for lib in (bp, torch):
+        w, x = lib.tensor([1.0, 2.0], requires_grad=True), lib.tensor([3.0, 4.0])
+        loss = (w * x).sum()
+        with lib.no_grad():
+            x *= 2.0  # dL/dw = x: now wrong
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+        loss = (w * x).sum()
+        with lib.no_grad():
+            w -= 0.5  # not needed for dL/dw
+        loss.backward()
+        np.testing.assert_array_equal(np.asarray(w.grad), [6.0, 8.0])
+        y = w.exp()
+        with lib.no_grad():
+            y *= 2.0  # exp's derivative is its output
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+
+
+def test_equality_is_elementwise_as_torch_and_tensors_stay_keys_by_identity():
+    torch = pytest.importorskip("torch")
+    a, b = np.array([[1, 2, 3], [4, 5, 6]]), np.array([1, 0, 3])
+    assert (bp.tensor(a) == bp.tensor(b)).tolist() == (torch.tensor(a) == torch.tensor(b)).tolist()
+    assert (bp.tensor(a) != 2).tolist() == (torch.tensor(a) != 2).tolist()
+    assert int((bp.tensor(a).max(axis=1) == bp.tensor([3, 6])).data.sum()) == 2
+    t, u = bp.tensor([1.0]), bp.tensor([1.0])
+    assert len({t: 1, u: 2}) == 2
