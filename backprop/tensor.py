@@ -192,6 +192,12 @@ class Tensor:
     def __float__(self):
         return float(self.item())
 
+    def __bool__(self):
+        """The truth of a one-element Tensor; more elements are ambiguous (as PyTorch)."""
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a Tensor of {self.data.size} elements is ambiguous")
+        return bool(self.data)
+
     def tolist(self):
         return self.data.tolist()
 

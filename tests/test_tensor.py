@@ -339,3 +339,11 @@ def test_equality_is_elementwise_as_torch_and_tensors_stay_keys_by_identity():
     assert int((bp.tensor(a).max(axis=1) == bp.tensor([3, 6])).data.sum()) == 2
     t, u = bp.tensor([1.0]), bp.tensor([1.0])
     assert len({t: 1, u: 2}) == 2
+
+
+def test_the_truth_of_a_tensor_is_its_one_element_or_an_error_as_torch():
+    torch = pytest.importorskip("torch")
+    for lib in (bp, torch):
+        assert bool(lib.tensor([2.0]) == 2.0) and not bool(lib.tensor(0.0))
+        with pytest.raises(RuntimeError):
+            bool(lib.tensor([1.0, 2.0]) == lib.tensor([1.0, 2.0]))
