@@ -103,6 +103,32 @@ def same_device(a, b, op):
         raise ValueError(f"{op}: the operands are on different devices, {device(a)} and {device(b)}; move one with .to()")
 
 
+def as_array(data, dtype=None):
+    """Python data becomes float32 (ints stay int64, bools bool); arrays keep their dtype
+    and their device (a NumPy array is on the CPU, a CuPy array on the GPU).
+
+    As ``torch.tensor``, only numbers are accepted: bool, integer, floating and complex
+    values; strings, bytes, None, objects and ragged lists are a TypeError or ValueError."""
+    ns = namespace(data)
+    if isinstance(data, ns.ndarray):
+        _check_numeric(data.dtype, data)
+        return data if dtype is None else data.astype(dtype, copy=False)
+    try:
+        array = ns.asarray(data, dtype=dtype)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"Tensor: cannot make an array of numbers from {type(data).__name__} data ({error})") from None
+    _check_numeric(array.dtype, data)
+    if dtype is None and array.dtype.kind == "f" and not isinstance(data, ns.generic):
+        array = array.astype(ns.float32)
+    return array
+
+
+def _check_numeric(dtype, data):
+    if dtype.kind not in "biufc":
+        got = f"an array of dtype {dtype}" if hasattr(data, "dtype") else f"{type(data).__name__} data"
+        raise TypeError(f"Tensor: expected numbers (bool, int, float or complex); got {got}")
+
+
 def matmul2d(a, b, out=None):
     """a @ b for matrices (into ``out`` when given). NumPy's matmul skips BLAS when the inner
     dimension is 1 (an outer product, as the weight gradient of a batch of one), about 6x
@@ -177,6 +203,13 @@ def aligned(a):
     copy = empty_aligned(a.shape, a.dtype)
     copy[...] = a
     return copy
+
+
+def memory_owner(a):
+    """The array that owns ``a``'s memory: ``a`` itself, or the base its chain of views ends in."""
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
 
 
 def as_unsigned(a):
@@ -315,7 +348,7 @@ COMPILED = {relu: _relu_compiled, exp: _exp_compiled, log: _log_compiled, column
 
 
 __all__ = [
-    "xp", "special", "DEVICES", "namespace", "special_of", "device", "check_device", "to_device",
+    "xp", "special", "DEVICES", "namespace", "special_of", "device", "check_device", "to_device", "as_array",
     "to_host", "same_device", "matmul2d", "column_sums", "row_sums", "softmax_shift", "relu", "exp", "log",
     "take_along_rows", "subtract_at_rows", "classes_in_range",
 ]

@@ -18,7 +18,7 @@ import numbers
 from backprop.backend import xp
 from backprop.random import generator
 from backprop.nn.module import evaluating
-from backprop.tensor import Tensor, _as_array
+from backprop.tensor import Tensor, array_of
 
 __all__ = [
     "Dataset",
@@ -51,7 +51,7 @@ class TensorDataset(Dataset):
     def __init__(self, *tensors):
         if not tensors:
             raise ValueError("TensorDataset needs at least one array; got none")
-        arrays = tuple(_as_array(t) for t in tensors)
+        arrays = tuple(array_of(t) for t in tensors)
         for i, array in enumerate(arrays):
             if array.ndim == 0:
                 raise ValueError(f"TensorDataset: array {i} must have a first (example) axis; got a scalar")
@@ -161,7 +161,7 @@ def _whole(dataset):
 
 def _collate(items):
     """A list of examples (tuples of arrays or Tensors) -> a tuple of stacked arrays."""
-    return tuple(xp.stack([_as_array(field) for field in fields]) for fields in zip(*items))
+    return tuple(xp.stack([array_of(field) for field in fields]) for fields in zip(*items))
 
 
 # -- the loader ---------------------------------------------------------------------------

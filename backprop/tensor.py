@@ -53,32 +53,10 @@ def is_grad_enabled():
     return _grad_enabled
 
 
-def _as_array(data, dtype=None):
-    """Python data becomes float32 (ints stay int64, bools bool); arrays keep their dtype
-    and their device (a NumPy array is on the CPU, a CuPy array on the GPU).
-
-    As ``torch.tensor``, only numbers are accepted: bool, integer, floating and complex
-    values; strings, bytes, None, objects and ragged lists are a TypeError or ValueError."""
-    if isinstance(data, Tensor):
-        data = data.data
-    xp = backend.namespace(data)
-    if isinstance(data, xp.ndarray):
-        _check_numeric(data.dtype, data)
-        return data if dtype is None else data.astype(dtype, copy=False)
-    try:
-        array = xp.asarray(data, dtype=dtype)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"Tensor: cannot make an array of numbers from {type(data).__name__} data ({error})") from None
-    _check_numeric(array.dtype, data)
-    if dtype is None and array.dtype.kind == "f" and not isinstance(data, xp.generic):
-        array = array.astype(xp.float32)
-    return array
-
-
-def _check_numeric(dtype, data):
-    if dtype.kind not in "biufc":
-        got = f"an array of dtype {dtype}" if hasattr(data, "dtype") else f"{type(data).__name__} data"
-        raise TypeError(f"Tensor: expected numbers (bool, int, float or complex); got {got}")
+def array_of(data, dtype=None):
+    """The array a Tensor of ``data`` holds: a Tensor's own array, else ``backend.as_array``
+    (Python data becomes float32, arrays keep their dtype and device; numbers only)."""
+    return backend.as_array(data.data if isinstance(data, Tensor) else data, dtype)
 
 
 class Tensor:
@@ -94,7 +72,7 @@ class Tensor:
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
-        data = _as_array(data, dtype)
+        data = array_of(data, dtype)
         if device is not None:
             data = backend.to_device(data, device)
         if requires_grad and data.dtype.kind not in "fc":
@@ -278,7 +256,7 @@ class Tensor:
         if len(_edited_memory) > 1024:  # forget the arrays that are gone
             for key in [k for k, views in _edited_memory.items() if all(r() is None for r, _ in views.values())]:
                 del _edited_memory[key]
-        _edited_memory.setdefault(id(_memory(self.data)), {})[id(self.data)] = weakref.ref(self.data), _in_place_edits
+        _edited_memory.setdefault(id(backend.memory_owner(self.data)), {})[id(self.data)] = weakref.ref(self.data), _in_place_edits
         return self
 
     def __neg__(self):
@@ -391,7 +369,7 @@ class Tensor:
                 )
             grad = backend.namespace(self.data).ones(self.data.shape, self.data.dtype)
         else:
-            grad = _as_array(grad, self.dtype)
+            grad = array_of(grad, self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, expected {self.shape}")
             backend.same_device(self.data, grad, "backward(grad)")
@@ -490,37 +468,19 @@ def recording():
         _recorder.reset(token)
 
 
-def _memory(array):
-    """The array that owns ``array``'s memory (itself, or the base its view chain ends in)."""
-    while getattr(array, "base", None) is not None:
-        array = array.base
-    return array
-
-
 def _check_saved(node):
-    """Refuse to run ``node``'s VJPs if an array they saved was changed in place after the
-    node was computed (PyTorch's version check): they would give a wrong gradient."""
+    """Refuse to run ``node``'s VJPs if an array they saved (a partial's bound arguments, a
+    closure's variables) was changed in place after the node was computed (PyTorch's
+    version check): they would give a wrong gradient."""
     for vjp in node.vjps:
-        saved = vjp.args if isinstance(vjp, functools.partial) else [
-            cell.cell_contents for cell in getattr(vjp, "__closure__", None) or () if _assigned(cell)]
-        for value in saved:
-            if not hasattr(value, "base"):
-                continue
-            for ref, edit in _edited_memory.get(id(_memory(value)), {}).values():
-                if edit <= node._mark or ref() is None or not backend.namespace(value).may_share_memory(ref(), value):
-                    continue
-                raise RuntimeError(
-                    f"one of the variables needed for gradient computation has been modified by an inplace "
-                    f"operation: a value {node._op} saved for its gradient was changed after it was computed"
-                )
-
-
-def _assigned(cell):
-    try:
-        cell.cell_contents
-    except ValueError:  # a variable of the enclosing function that was never assigned
-        return False
-    return True
+        saved = vjp.args if isinstance(vjp, functools.partial) else [cell.cell_contents for cell in vjp.__closure__ or ()]
+        for value in (v for v in saved if hasattr(v, "base")):
+            for ref, edit in _edited_memory.get(id(backend.memory_owner(value)), {}).values():
+                if edit > node._mark and ref() is not None and backend.namespace(value).may_share_memory(ref(), value):
+                    raise RuntimeError(
+                        f"one of the variables needed for gradient computation has been modified by an inplace "
+                        f"operation: a value {node._op} saved for its gradient was changed after it was computed"
+                    )
 
 
 def _operand(other):
@@ -528,4 +488,4 @@ def _operand(other):
     return other.data if isinstance(other, Tensor) else other
 
 
-__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "recording"]
+__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "recording", "array_of"]

@@ -24,7 +24,7 @@ from backprop.compile import module_settings, train_step_for
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
 from backprop.metrics import METRICS
 from backprop.nn.module import evaluating, parameter_device, parameter_dtype
-from backprop.tensor import Tensor, _as_array
+from backprop.tensor import Tensor, array_of
 
 __all__ = [
     "fit",
@@ -165,7 +165,7 @@ def fit(
             totals = _Totals(metric_names, threshold)
             for batch, (x, y) in enumerate(progress.batches(epoch, batches)):
                 if device != "cpu":  # the batch goes to the model's device once, for the step and the totals
-                    x, y = to_device(_as_array(x), device), to_device(_as_array(y), device)
+                    x, y = to_device(array_of(x), device), to_device(array_of(y), device)
                 value = train_step(x, y)
                 history.eager_reason = train_step.reason or history.eager_reason
                 history.numba_reason = train_step.numba_reason
@@ -384,7 +384,7 @@ def _probe(model, loss_fn, dataset, settings):
     """Run one example through the model and the loss, so that a shape mismatch fails
     here in one sentence rather than deep inside the first step; once per model, loss,
     modules' settings and example shapes (repeated short fits, as ``partial_fit``'s, skip it)."""
-    fields = [_as_array(field) for field in dataset[0][:2]]
+    fields = [array_of(field) for field in dataset[0][:2]]
     try:
         seen = _PROBED.get(model)
     except TypeError:  # a model without a hash or weak references: probed every time

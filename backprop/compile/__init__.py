@@ -47,7 +47,7 @@ from backprop.nn.layers import Dropout
 from backprop.nn.module import _BUILTIN, Module, edits, settings
 from backprop.ops import vjp_parts
 from backprop.optim.optimizer import _numba_installed, _require_numba
-from backprop.tensor import Tensor, _as_array, recording
+from backprop.tensor import Tensor, array_of, recording
 
 __all__ = ["compile_step", "TrainStep", "fit_step"]
 
@@ -147,7 +147,7 @@ class TrainStep:
             return self._eager(x, y, self.unsupported or "the input requires grad")
         if self.params and self.params[0].device != "cpu":  # plans are NumPy-only
             return self._eager(x, y, f"the parameters are on {self.params[0].device}")
-        x, y = _as_array(x), _as_array(y)  # a Tensor's array, as Tensor(x) would hold it
+        x, y = array_of(x), array_of(y)  # a Tensor's array, as Tensor(x) would hold it
         key = self._key(x, y)
         plan = self.plans.get(key)
         if plan is None:
