@@ -285,11 +285,15 @@ def _host_arange(length):
 # allocate), registered by numba_step as the helpers' Numba implementations. The matrix
 # products are BLAS calls that numba_step makes itself.
 def _relu_compiled(a, out=None):
+    if out is None:
+        out = xp.empty_like(a)
     xp.maximum(a, 0, out)
     return out
 
 
 def _exp_compiled(a, out=None):
+    if out is None:
+        out = xp.empty_like(a)
     xp.exp(a, out)
     return out
 
@@ -308,18 +312,20 @@ def _column_sums_compiled(g, out=None):
 
 
 def _row_sums_compiled(a, out=None):
-    sums = xp.empty((a.shape[0], 1), a.dtype)
+    if out is None:
+        out = xp.empty((a.shape[0], 1), a.dtype)
     for n in range(a.shape[0]):
-        sums[n, 0] = a[n].sum()
-    return sums
+        out[n, 0] = a[n].sum()
+    return out
 
 
 def _softmax_shift_compiled(Z, out=None):
     """Always z - max_k z: the same softmax as the eager test's choice, to rounding."""
-    shifted = xp.empty_like(Z)
+    if out is None:
+        out = xp.empty_like(Z)
     for n in range(Z.shape[0]):
-        shifted[n] = Z[n] - Z[n].max()
-    return shifted
+        out[n] = Z[n] - Z[n].max()
+    return out
 
 
 def _classes_in_range_compiled(target, classes):

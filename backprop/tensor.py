@@ -484,7 +484,8 @@ def _check_saved(node):
 
 
 def _operand(other):
-    """A comparison's other side: a Tensor's array, anything else as it is (a number)."""
+    """The other side of a comparison or an in-place operation: a Tensor's array, anything
+    else as it is (a number, an array)."""
     return other.data if isinstance(other, Tensor) else other
 
 
