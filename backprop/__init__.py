@@ -1,14 +1,23 @@
-"""backprop: neural networks trained by backpropagation on NumPy arrays, showing their work."""
+"""backprop: neural networks trained by backpropagation on NumPy arrays, showing their work.
+
+``import backprop as torch`` gives PyTorch's names for what the library covers: the
+Tensor and its factories (``backprop.creation``), the module functions
+(``backprop.functions``), the dtypes, ``device``, ``cuda``, ``Generator``, ``no_grad``,
+``manual_seed``, ``save``/``load``, ``autograd``, ``nn``, ``optim``, ``utils.data``.
+"""
 
 import importlib
 
-from backprop import data, datasets, explain, files, io, nn, optim, training
+from backprop import autograd, cuda, data, datasets, explain, files, io, nn, optim, training, utils
 from backprop.compile import compile_step
+from backprop.creation import *  # noqa: F403 - the factories and dtypes, PyTorch's names
+from backprop.creation import __all__ as _creation
+from backprop.functions import *  # noqa: F403 - the module functions, PyTorch's names
+from backprop.functions import __all__ as _functions
 from backprop.gradcheck import GradcheckError, gradcheck
 from backprop.io import load, save
-from backprop.shape_ops import concatenate, stack
 from backprop.plots import plot_history
-from backprop.random import get_rng_state, manual_seed, set_rng_state
+from backprop.random import Generator, get_rng_state, manual_seed, set_rng_state
 from backprop.tensor import Tensor, is_grad_enabled, no_grad, tensor, where
 from backprop.training import History, evaluate, fit
 
@@ -28,12 +37,11 @@ __all__ = [
     "no_grad",
     "is_grad_enabled",
     "manual_seed",
+    "Generator",
     "get_rng_state",
     "set_rng_state",
     "gradcheck",
     "GradcheckError",
-    "concatenate",
-    "stack",
     "where",
     "fit",
     "compile_step",
@@ -42,4 +50,6 @@ __all__ = [
     "save",
     "load",
     "plot_history",
+    *_creation,
+    *_functions,
 ]

@@ -55,19 +55,48 @@ def special_of(a):
     return cupyx.scipy.special
 
 
+class Device(str):
+    """A device, as ``torch.device``: the string "cpu" or "cuda" (so it compares equal to
+    the name), with PyTorch's ``type`` and ``index``. "cuda:0" is "cuda": the one GPU CuPy
+    uses; another index is refused."""
+
+    def __new__(cls, type, index=None):
+        name, _, number = str(type).partition(":")
+        if name not in DEVICES or (number or index or 0) not in (0, "0"):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:0'; got {str(type) + (f':{index}' if index else '')!r}")
+        return super().__new__(cls, name)
+
+    type = property(str.__str__)
+    index = None
+
+    def __repr__(self):
+        return f"device(type={str(self)!r})"
+
+
+CPU, CUDA = Device("cpu"), Device("cuda")
+
+
 def device(a):
-    """The device ``a`` lives on: "cuda" for a CuPy array, else "cpu"."""
-    return "cuda" if _cupy_array(a) else "cpu"
+    """The device ``a`` lives on: ``CUDA`` for a CuPy array, else ``CPU``."""
+    return CUDA if _cupy_array(a) else CPU
 
 
 def check_device(name):
-    """``name`` if it is a device this machine can use; a ValueError for an unknown name and a
-    RuntimeError when "cuda" lacks CuPy or a GPU, each naming what to do."""
-    if name not in DEVICES:
-        raise ValueError(f"device must be 'cpu' or 'cuda'; got {name!r}")
+    """``name`` as a ``Device`` if it is a device this machine can use; a ValueError for an
+    unknown name and a RuntimeError when "cuda" lacks CuPy or a GPU, each naming what to do."""
+    name = Device(name)
     if name == "cuda":
         _cuda()
-    return name
+    return CUDA if name == "cuda" else CPU
+
+
+def cuda_available():
+    """Whether CuPy is installed and sees a GPU (``torch.cuda.is_available()``)."""
+    try:
+        _cuda()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _cuda():
@@ -354,7 +383,7 @@ COMPILED = {relu: _relu_compiled, exp: _exp_compiled, log: _log_compiled, column
 
 
 __all__ = [
-    "xp", "special", "DEVICES", "namespace", "special_of", "device", "check_device", "to_device", "as_array",
+    "xp", "special", "DEVICES", "Device", "CPU", "CUDA", "namespace", "special_of", "device", "check_device", "cuda_available", "to_device", "as_array",
     "to_host", "same_device", "matmul2d", "column_sums", "row_sums", "softmax_shift", "relu", "exp", "log",
     "take_along_rows", "subtract_at_rows", "classes_in_range",
 ]

@@ -99,7 +99,7 @@ class EarlyStopping(Callback):
         if self._tracker.improved(logs):
             self.best, self.best_epoch, self.wait = self._tracker.best, epoch, 0
             if self.restore_best:
-                self._best_state = self.model.state_dict()
+                self._best_state = {name: value.clone() for name, value in self.model.state_dict().items()}
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -180,7 +180,7 @@ class GradientFlow(Callback):
     def on_batch_end(self, batch, logs=None):
         for name, weight in self.weights.items():
             if weight.grad is not None:
-                self._sums[name] += float(xp.sqrt(xp.sum(weight.grad.astype(xp.float64) ** 2)))
+                self._sums[name] += float(xp.sqrt(xp.sum(weight.grad.data.astype(xp.float64) ** 2)))
         self._batches += 1
 
     def on_epoch_end(self, epoch, logs=None):

@@ -13,16 +13,19 @@ drawn from ``backprop.random.generator()`` so ``manual_seed`` fixes it) and
 perceptron-style stochastic descent).
 """
 
+import itertools
 import numbers
 
 from backprop.backend import xp
-from backprop.random import generator
+from backprop import random
 from backprop.nn.module import evaluating
 from backprop.tensor import Tensor, array_of
 
 __all__ = [
     "Dataset",
     "TensorDataset",
+    "Subset",
+    "random_split",
     "DataLoader",
     "Sampler",
     "SequentialSampler",
@@ -76,6 +79,36 @@ class TensorDataset(Dataset):
         return len(self.arrays[0])
 
 
+class Subset(Dataset):
+    """The examples of ``dataset`` at ``indices``, in that order."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, [int(i) for i in indices]
+
+    def __getitem__(self, index):
+        return self.dataset[self.indices[index]]
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def random_split(dataset, lengths, generator=None):
+    """``dataset`` cut into random, disjoint ``Subset``s of the given lengths (or fractions
+    summing to 1, the remainder handed out one by one from the first, as PyTorch)."""
+    n = len(dataset)
+    lengths = list(lengths)
+    if lengths and all(isinstance(k, float) for k in lengths) and abs(sum(lengths) - 1) < 1e-9:
+        counts = [int(k * n) for k in lengths]
+        for i in range(n - sum(counts)):
+            counts[i % len(counts)] += 1
+        lengths = counts
+    if sum(lengths) != n or any(k < 0 for k in lengths):
+        raise ValueError(f"random_split: the lengths {lengths} must be >= 0 and add up to the dataset's length {n}")
+    order = random.generator(generator).permutation(n)
+    bounds = itertools.accumulate(lengths)
+    return [Subset(dataset, order[end - k : end]) for k, end in zip(lengths, bounds)]
+
+
 def _role(i):
     return "(features) " if i == 0 else "(targets) " if i == 1 else ""
 
@@ -108,13 +141,15 @@ class SequentialSampler(Sampler):
 
 
 class RandomSampler(Sampler):
-    """A new random permutation of 0..n-1 each epoch, from ``backprop.random.generator()``."""
+    """A new random permutation of 0..n-1 each epoch, from ``generator`` (a
+    ``backprop.Generator``) or else ``backprop.random.generator()``."""
 
-    def __init__(self, data_source):
+    def __init__(self, data_source, generator=None):
         self.data_source = data_source
+        self.generator = generator
 
     def indices(self):
-        return generator().permutation(len(self.data_source))
+        return random.generator(self.generator).permutation(len(self.data_source))
 
     def __len__(self):
         return len(self.data_source)
@@ -149,7 +184,7 @@ class MisclassifiedSampler(Sampler):
         with evaluating(self.model):
             output = self.model(Tensor(features)).data
         wrong = xp.flatnonzero(predicted_classes(output, self.threshold) != target_classes(targets, output))
-        return wrong[generator().permutation(len(wrong))]
+        return wrong[random.generator().permutation(len(wrong))]
 
 
 def _whole(dataset):
@@ -175,9 +210,12 @@ class DataLoader:
 
     A ``TensorDataset`` is sliced array-wise (a view per batch when in order), with no
     per-example Python work; another ``Dataset`` is indexed example by example and stacked.
+    ``generator`` (a ``backprop.Generator``) draws the shuffled order. ``num_workers`` and
+    ``pin_memory`` are taken for PyTorch's sake: batches are made in this process.
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, drop_last=False):
+    def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, drop_last=False, generator=None,
+                 num_workers=0, pin_memory=False):
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(
                 f"DataLoader: dataset must be a Dataset (with __len__ and __getitem__); got {type(dataset).__name__}"
@@ -193,7 +231,7 @@ class DataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         if sampler is None:
-            sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+            sampler = RandomSampler(dataset, generator) if shuffle else SequentialSampler(dataset)
         self.sampler = sampler
 
     def __len__(self):

@@ -41,6 +41,7 @@ from backprop.backend import xp
 from backprop.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 from backprop.nn import Module
 from backprop.random import generator
+from backprop.tensor import Tensor
 
 __all__ = [
     "init",
@@ -255,11 +256,11 @@ class DistributedDataParallel(Module):
         flat, has_grad = self._flat, self._flat[self._offsets[-1] :]
         for i, (p, start, stop) in enumerate(self._slices()):
             has_grad[i] = p.grad is not None
-            flat[start:stop] = p.grad.reshape(-1) if p.grad is not None else 0
+            flat[start:stop] = p.grad.data.reshape(-1) if p.grad is not None else 0
         _all_sum(flat)
         flat[: self._offsets[-1]] /= self.world_size
         for i, (p, start, stop) in enumerate(self._slices()):
-            p.grad = flat[start:stop].reshape(p.data.shape) if has_grad[i] else None
+            p.grad = Tensor(flat[start:stop].reshape(p.data.shape)) if has_grad[i] else None
 
 
 # -- fit(..., distributed=True) ---------------------------------------------------------------

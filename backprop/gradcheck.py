@@ -48,7 +48,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=ATOL, rtol=RTOL, seed=0):
     (output * v).sum().backward()
     for i in checked:
         x = inputs[i]
-        analytic = xp.zeros_like(x.data) if x.grad is None else x.grad
+        analytic = xp.zeros_like(x.data) if x.grad is None else x.grad.data
         numerical = numerical_gradient(projected, x.data, eps)
         wrong = xp.flatnonzero(~agrees(analytic, numerical, atol, rtol))
         if wrong.size:

@@ -12,7 +12,8 @@ The header says::
 
 The structure is JSON: numbers, strings, bools and None as themselves, lists as lists,
 ``{"dict": [[key, value], ...]}`` (so int keys stay ints), ``{"tuple": [...]}``,
-``{"array": "a3"}`` and ``{"scalar": "a4"}`` (a NumPy scalar, dtype kept).
+``{"array": "a3"}``, ``{"tensor": "a5"}`` (an array that loads as a Tensor) and
+``{"scalar": "a4"}`` (a NumPy scalar, dtype kept).
 
 A file is untrusted input. Loading reads the archive with ``zipfile`` and parses each
 ``.npy`` member's header itself; before any array is allocated it checks the header's
@@ -39,6 +40,7 @@ from backprop.backend import to_host
 import numpy as np
 from backprop.files import atomic_write, physical_memory, regular_file
 from backprop.random import get_rng_state, set_rng_state
+from backprop.tensor import Tensor
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "read_npz", "FORMAT_VERSION"]
 
@@ -64,7 +66,8 @@ def save(obj, path, metadata=None):
     its weights (``obj.state_dict()``) and ``metadata``, a JSON-serializable dict that
     ``load`` puts back on ``model.metadata``. Anything else must be a tree: nested
     dicts (str or int keys), lists and tuples of ndarrays, NumPy scalars, Python numbers,
-    strings, bools and None, such as ``{"model": model.state_dict(), "epoch": 3}``.
+    strings, bools and None, such as ``{"model": model.state_dict(), "epoch": 3}``;
+    Tensors in it load as Tensors (``torch.save``/``torch.load`` of a state dict).
     """
     arrays = {}
     if isinstance(obj, nn.Module):
@@ -74,7 +77,7 @@ def save(obj, path, metadata=None):
             "kind": "model",
             "config": obj.config(),
             "metadata": metadata or {},
-            "tree": _encode(obj.state_dict(), arrays, "state_dict"),
+            "tree": _encode(_arrays_of(obj.state_dict()), arrays, "state_dict"),
         }
     else:
         if metadata is not None:
@@ -130,7 +133,7 @@ def load_checkpoint(path, model, optimizer=None):
 def _restore(checkpoint, model, optimizer):
     if not isinstance(checkpoint, dict) or checkpoint.keys() != {"model", "optimizer", "epoch", "rng", "extra"}:
         raise _Corrupt("not a checkpoint (written by save_checkpoint)")
-    epoch, extra, weights = checkpoint["epoch"], checkpoint["extra"], checkpoint["model"]
+    epoch, extra, weights = checkpoint["epoch"], checkpoint["extra"], _arrays_of(checkpoint["model"])
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise _Corrupt(f"the checkpoint's epoch must be an int >= 0; got {epoch!r}")
     if not isinstance(extra, dict) or not all(isinstance(key, str) for key in extra):
@@ -160,6 +163,13 @@ def _restore(checkpoint, model, optimizer):
     set_rng_state(checkpoint["rng"])
 
 
+def _arrays_of(weights):
+    """A dict of weights with its Tensors as their arrays (anything else as it is)."""
+    if not isinstance(weights, dict):
+        return weights
+    return {key: value.data if isinstance(value, Tensor) else value for key, value in weights.items()}
+
+
 def _arrays_in(tree, where="state"):
     if isinstance(tree, np.ndarray):
         yield where, tree
@@ -179,6 +189,8 @@ def _check_finite(arrays, what):
 
 # -- the tree <-> JSON structure + arrays -------------------------------------------------
 def _encode(value, arrays, where):
+    if isinstance(value, Tensor):  # comes back a Tensor (a state_dict's values)
+        return {"tensor": _encode(value.data, arrays, where)["array"]}
     value = to_host(value)
     if isinstance(value, (np.ndarray, np.generic)):
         if value.dtype.hasobject:
@@ -211,12 +223,12 @@ def _references(node, found):
         if len(node) != 1:
             raise _Corrupt(f"the header's tree has an object with keys {sorted(node)[:5]}; expected one tag")
         (tag, body), = node.items()
-        if tag in ("array", "scalar"):
+        if tag in ("array", "scalar", "tensor"):
             if not isinstance(body, str) or not _MEMBER.fullmatch(body):
                 raise _Corrupt(f"the header refers to an array named {str(body)[:40]!r}")
             if body in found:
                 raise _Corrupt(f"the header refers to the array {body} twice")
-            found[body] = tag
+            found[body] = "scalar" if tag == "scalar" else "array"
         elif tag == "tuple" and isinstance(body, list):
             _references(body, found)
         elif tag == "dict" and isinstance(body, list):
@@ -239,6 +251,8 @@ def _decode(node, arrays):
         return {key: _decode(v, arrays) for key, v in body}
     if tag == "tuple":
         return tuple(_decode(v, arrays) for v in body)
+    if tag == "tensor":
+        return Tensor(arrays[body])
     return arrays[body] if tag == "array" else arrays[body][()]
 
 
@@ -248,6 +262,7 @@ def _load(path):
     tree = _decode(header["tree"], archive_arrays)
     if header["kind"] == "tree":
         return tree
+    tree = _arrays_of(tree)
     _check_finite(tree, "weight")
     try:
         model = nn.from_config(header["config"])

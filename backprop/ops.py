@@ -251,6 +251,24 @@ def log(a):
     return _elementwise("log", a, namespace(a.data).log, vjp=partial(div_vjp, a.data, a.data.shape))
 
 
+def sin(a):
+    """y = sin a; dy/da = cos a."""
+    return _elementwise("sin", a, namespace(a.data).sin, vjp=partial(sin_vjp, a.data))
+
+
+def sin_vjp(A, g):
+    return g * namespace(A).cos(A)
+
+
+def cos(a):
+    """y = cos a; dy/da = -sin a."""
+    return _elementwise("cos", a, namespace(a.data).cos, vjp=partial(cos_vjp, a.data))
+
+
+def cos_vjp(A, g):
+    return -g * namespace(A).sin(A)
+
+
 def sqrt(a):
     """y = sqrt a; dy/da = 1/(2y)."""
     return _elementwise_of_output("sqrt", a, namespace(a.data).sqrt, lambda Y: partial(sqrt_vjp, Y))

@@ -82,6 +82,30 @@ def min(a, axis=None, keepdims=False):
     return _extremum(a, axis, keepdims, "min")
 
 
+def gather(a, axis, index):
+    """y = the elements of a at ``index`` along ``axis`` (``torch.gather``; an integer array
+    of a's number of dimensions). The VJP adds g back at those places (an index may repeat)."""
+    A = a.data
+    xp = namespace(A)
+    places = _along(index, axis % A.ndim)
+
+    def vjp(g):
+        ga = xp.zeros_like(A)
+        xp.add.at(ga, places, g)
+        return ga
+
+    return a._from_op(A[places], "gather", ((a, vjp),))
+
+
+def _along(index, axis):
+    """The full index of ``index`` read along ``axis``: (i, j, index[i, j, k]) for axis 2."""
+    xp = namespace(index)
+    return tuple(
+        index if d == axis else xp.arange(n).reshape([-1 if k == d else 1 for k in range(index.ndim)])
+        for d, n in enumerate(index.shape)
+    )
+
+
 # -- shape -------------------------------------------------------------------------------
 def reshape(a, shape):
     A = a.data
@@ -101,6 +125,32 @@ def reshape_forward(A, shape, out=None):
 
 def reshape_vjp(shape, g):
     return g.reshape(shape)
+
+
+def clone(a):
+    """y = a in memory of its own; dy/da = 1."""
+    A = a.data
+    kernel = partial(copy_forward, A)
+    return a._from_op(kernel(), "clone", ((a, partial(reshape_vjp, A.shape)),), kernel)
+
+
+def copy_forward(A, out=None):
+    if out is None:
+        return A.copy()
+    namespace(A).copyto(out, A)
+    return out
+
+
+def astype(a, dtype):
+    """y = a as ``dtype``; the gradient comes back in a's dtype (none flows from an integer
+    or bool result, as PyTorch)."""
+    A = a.data
+    Y = A.astype(dtype)
+    return a._from_op(Y, "astype", ((a, partial(astype_vjp, A.dtype)),) if Y.dtype.kind in "fc" else ())
+
+
+def astype_vjp(dtype, g):
+    return g.astype(dtype)
 
 
 def transpose(a, axes=None):

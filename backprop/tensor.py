@@ -29,6 +29,7 @@ import numbers
 import weakref
 
 from backprop import backend, ops, shape_ops
+from backprop.tensor_methods import TensorMethods
 
 _grad_enabled = True
 _creation_order = itertools.count()  # Tensor._seq: a node is always numbered after its inputs
@@ -59,7 +60,7 @@ def array_of(data, dtype=None):
     return backend.as_array(data.data if isinstance(data, Tensor) else data, dtype)
 
 
-class Tensor:
+class Tensor(TensorMethods):
     """A multidimensional array with an optional gradient.
 
     ``Tensor(data, requires_grad=False, dtype=None, device=None)``: ``data`` is anything
@@ -68,7 +69,7 @@ class Tensor:
     "cuda") moves the data there; by default it stays where it is (Python data: "cpu").
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_op", "_retains_grad", "_seq", "_mark", "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_parents", "_op", "_retains_grad", "_seq", "_mark", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -82,7 +83,7 @@ class Tensor:
     def _setup(self, data, requires_grad, op, parents):
         """The fields of every Tensor, set in one place for a leaf and for an operation's result."""
         self.data = data
-        self.grad = None
+        self._grad = None
         self.requires_grad = requires_grad
         self._parents = parents  # ((parent, vjp), ...) for a node computed by an operation;
         # a node with an _op but no parents had its graph released by backward()
@@ -114,7 +115,6 @@ class Tensor:
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: self.data.size)
     is_leaf = property(lambda self: self._op is None)
     device = property(lambda self: backend.device(self.data), doc='"cpu" or "cuda": where the data lives.')
 
@@ -140,6 +140,24 @@ class Tensor:
         """Whether ``backward()`` keeps dL/d(self) in ``.grad`` although this is not a leaf."""
         return self._retains_grad
 
+    @property
+    def grad(self):
+        """dL/d(self) after ``backward()``, a Tensor of this one's shape (None before): the
+        gradients of the calls so far summed, until it is set to None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None; got {type(value).__name__}")
+            if value.data.shape != self.data.shape or value.data.dtype != self.data.dtype:
+                raise ValueError(
+                    f"assigned grad has shape {value.shape} and dtype {value.dtype}; "
+                    f"the Tensor has {self.shape} and {self.dtype}"
+                )
+        self._grad = value
+
     def __len__(self):
         return len(self.data)
 
@@ -150,14 +168,32 @@ class Tensor:
         on = ", device='cuda'" if self.device == "cuda" else ""
         return f"Tensor({body}{on}{extra})"
 
+    def __array__(self, dtype=None, copy=None):
+        """NumPy's view of the values (``numpy.asarray(t)``), on the host."""
+        host = backend.xp.asarray(backend.to_host(self.data), dtype)
+        return host.copy() if copy else host
+
     def numpy(self):
         """The values as a NumPy array: ``.data`` itself on the CPU, a copy from the GPU."""
         return backend.to_host(self.data)
 
-    def to(self, device):
-        """This Tensor on ``device`` ("cpu" or "cuda"): itself if it is there already, else
-        a copy that the gradient flows back through (to the original's device)."""
-        return self if self.device == backend.check_device(device) else shape_ops.to(self, device)
+    def to(self, *args, dtype=None, device=None):
+        """This Tensor on a device ("cpu" or "cuda") and/or in a dtype, as PyTorch's
+        ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other)``: itself if it is
+        there already, else a copy that the gradient flows back through."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, str) and not _dtype_name(arg):
+                device = arg
+            else:
+                dtype = arg
+        out = self
+        if device is not None and out.device != backend.check_device(device):
+            out = shape_ops.to(out, device)
+        if dtype is not None and out.data.dtype != backend.xp.dtype(dtype):
+            out = shape_ops.astype(out, dtype)
+        return out
 
     def cpu(self):
         return self.to("cpu")
@@ -237,27 +273,37 @@ class Tensor:
     def __itruediv__(self, other):
         return self._in_place(other, "divide", "/=")
 
+    def __setitem__(self, index, value):
+        self._in_place(value, lambda a, value, out: a.__setitem__(_index_array(index), value), "item assignment")
+
     def _in_place(self, other, ufunc, symbol):
-        """``ufunc(self, other)`` written into this Tensor's array. The engine records no
-        in-place operation: while gradients are enabled, neither side may require one (as
-        PyTorch refuses it for a leaf). A graph that saved these values refuses to run
-        backward afterwards (``Tensor.backward``)."""
+        """``ufunc(self, other)`` written into this Tensor's array (a NumPy ufunc's name, or a
+        function ``ufunc(array, other, out)``). The engine records no in-place operation:
+        while gradients are enabled, neither side may require one (as PyTorch refuses it
+        for a leaf). A graph that saved these values refuses to run backward afterwards
+        (``Tensor.backward``)."""
         global _in_place_edits
         if _grad_enabled and (self.requires_grad or (isinstance(other, Tensor) and other.requires_grad)):
             raise RuntimeError(
                 f"{symbol} on a Tensor that requires grad (or with one): an in-place operation is not recorded; "
-                f"write x = x {symbol[0]} y, or update parameters inside `with no_grad():`"
+                "compute a new Tensor (x = x - y), or update parameters inside `with no_grad():`"
             )
         other = _operand(other)
         if hasattr(other, "dtype"):
             backend.same_device(self.data, other, symbol)
-        getattr(backend.namespace(self.data), ufunc)(self.data, other, out=self.data)
+        if isinstance(ufunc, str):
+            ufunc = getattr(backend.namespace(self.data), ufunc)
+        ufunc(self.data, other, out=self.data)
         _in_place_edits += 1
         if len(_edited_memory) > 1024:  # forget the arrays that are gone
             for key in [k for k, views in _edited_memory.items() if all(r() is None for r, _ in views.values())]:
                 del _edited_memory[key]
         _edited_memory.setdefault(id(backend.memory_owner(self.data)), {})[id(self.data)] = weakref.ref(self.data), _in_place_edits
         return self
+
+    def _lift(self, other):
+        """``other`` as a Tensor beside this one (a number takes its dtype and device)."""
+        return as_tensor(other, self)
 
     def __neg__(self):
         return ops.neg(self)
@@ -287,71 +333,6 @@ class Tensor:
 
     def __ge__(self, other):
         return Tensor(self.data >= _operand(other))
-
-    @property
-    def T(self):
-        return shape_ops.transpose(self)
-
-    def exp(self):
-        return ops.exp(self)
-
-    def log(self):
-        return ops.log(self)
-
-    def sqrt(self):
-        return ops.sqrt(self)
-
-    def abs(self):
-        return ops.abs(self)
-
-    def relu(self):
-        return ops.relu(self)
-
-    def sigmoid(self):
-        return ops.sigmoid(self)
-
-    def tanh(self):
-        return ops.tanh(self)
-
-    def gelu(self):
-        return ops.gelu(self)
-
-    def leaky_relu(self, negative_slope=0.01):
-        return ops.leaky_relu(self, negative_slope)
-
-    def softmax(self, axis=-1):
-        return ops.softmax(self, axis)
-
-    def log_softmax(self, axis=-1):
-        return ops.log_softmax(self, axis)
-
-    def sum(self, axis=None, keepdims=False):
-        return shape_ops.sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return shape_ops.mean(self, axis, keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return shape_ops.max(self, axis, keepdims)
-
-    def min(self, axis=None, keepdims=False):
-        return shape_ops.min(self, axis, keepdims)
-
-    def clip(self, min=None, max=None):
-        return ops.clip(self, min, max)
-
-    def reshape(self, *shape):
-        return shape_ops.reshape(self, shape[0] if len(shape) == 1 else shape)
-
-    def transpose(self, dim0, dim1):
-        """This Tensor with dimensions ``dim0`` and ``dim1`` swapped (PyTorch's transpose)."""
-        order = list(range(self.ndim))
-        order[dim0], order[dim1] = order[dim1], order[dim0]
-        return shape_ops.transpose(self, tuple(order))
-
-    def permute(self, *dims):
-        """This Tensor with its dimensions in the order ``dims``."""
-        return shape_ops.transpose(self, tuple(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else dims)
 
     # -- the chain rule ----------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
@@ -410,16 +391,21 @@ class Tensor:
     def _accumulate(self, g, handed_out):
         if g.dtype != self.data.dtype:
             g = g.astype(self.data.dtype)
-        if self.grad is None:
+        if self._grad is None:
             # Own the array: a view, a broadcast, or an array another leaf holds is copied.
-            self.grad = g.copy() if (not g.flags.owndata or id(g) in handed_out) else g
-            handed_out.add(id(self.grad))
+            g = g.copy() if (not g.flags.owndata or id(g) in handed_out) else g
+            handed_out.add(id(g))
+            self._grad = Tensor.__new__(Tensor)
+            self._grad._setup(g, False, None, ())
         else:
-            self.grad += g
+            self._grad.data += g
 
 
-def tensor(data, requires_grad=False, dtype=None):
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new leaf Tensor of ``data`` (a copy, as ``torch.tensor``): Python floats become
+    float32, ints int64, bools bool; arrays keep their dtype."""
+    data = array_of(data, dtype)
+    return Tensor(data.copy() if isinstance(data, backend.namespace(data).ndarray) else data, requires_grad, device=device)
 
 
 def as_tensor(x, like=None):
@@ -481,6 +467,14 @@ def _check_saved(node):
                         f"one of the variables needed for gradient computation has been modified by an inplace "
                         f"operation: a value {node._op} saved for its gradient was changed after it was computed"
                     )
+
+
+def _dtype_name(name):
+    try:
+        backend.xp.dtype(name)
+    except TypeError:
+        return False
+    return True
 
 
 def _operand(other):

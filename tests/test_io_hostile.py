@@ -295,7 +295,7 @@ def test_checkpoint_fields_are_checked_before_anything_is_changed(tmp_path, edit
     path = tmp_path / "edited.npz"
     save(checkpoint, path)
     model = small_model()
-    before = {name: array.copy() for name, array in model.state_dict().items()}
+    before = {name: value.numpy().copy() for name, value in model.state_dict().items()}
     state = backprop.get_rng_state()
     with pytest.raises(ValueError) as error:
         load_checkpoint(path, model, optim.Adam(model.parameters()))

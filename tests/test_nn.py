@@ -314,18 +314,22 @@ def test_state_dict_round_trip_restores_predictions_in_place():
     x = Tensor(randn(4, 3).astype(np.float32))
     state = source.state_dict()
     assert list(state) == [name for name, _ in source.named_parameters()]
-    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert all(isinstance(v, Tensor) and not v.requires_grad for v in state.values())
     weight = target.hidden.weight
     target.load_state_dict(state)
     assert target.hidden.weight is weight  # the same Parameter objects, so optimizers still hold them
     np.testing.assert_array_equal(target(x).data, source(x).data)
 
 
-def test_state_dict_is_a_snapshot():
-    model = nn.Linear(2, 2)
-    state = model.state_dict()
-    model.weight.data[...] = 5
-    assert not (state["weight"] == 5).any()
+def test_state_dict_shares_the_parameters_memory_as_pytorch():
+    model, theirs = nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    state, their_state = model.state_dict(), theirs.state_dict()
+    kept, their_kept = state["weight"].clone(), their_state["weight"].clone()
+    with backprop.no_grad(), torch.no_grad():
+        model.weight.fill_(5)
+        theirs.weight.fill_(5)
+    assert bool((state["weight"] == 5).all()) and bool((their_state["weight"] == 5).all())
+    assert not bool((kept == 5).any()) and not bool((their_kept == 5).any())
 
 
 def test_load_state_dict_names_missing_and_unexpected_keys():
@@ -400,7 +404,7 @@ def test_clip_grad_norm_matches_torch(max_norm, norm_type):
     ours = [nn.Parameter(g * 0) for g in grads]
     theirs = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
     for p, q, g in zip(ours, theirs, grads):
-        p.grad, q.grad = g.copy(), torch.tensor(g)
+        p.grad, q.grad = Tensor(g.copy()), torch.tensor(g)
     total = nn.utils.clip_grad_norm_(ours, max_norm, norm_type)
     expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
     assert total.item() == pytest.approx(expected.item(), rel=1e-12)

@@ -211,7 +211,7 @@ def test_step_updates_parameters_in_place_and_leaves_grad_untouched(rule):
     for _ in range(3):
         optimizer.zero_grad()
         loss_of(backprop.Tensor(X), *params, backprop.Tensor(Y)).backward()
-        grads = [p.grad.copy() for p in params]
+        grads = [p.grad.numpy().copy() for p in params]
         optimizer.step()
         for p, g in zip(params, grads):
             np.testing.assert_array_equal(p.grad, g)
@@ -444,7 +444,7 @@ def test_fused_moments_of_a_parameter_whose_gradient_stays_zero_reach_zero_not_a
         params, optimizer = ours(rule, {**config, flag: True}, dtype=np.float32)
         for step in range(1000):  # one gradient, then none: the moment decays by 0.9 a step
             for p in params:
-                p.grad = (W0 if p.ndim == 2 else B0).astype(np.float32) * (step == 0)
+                p.grad = backprop.Tensor((W0 if p.ndim == 2 else B0).astype(np.float32) * (step == 0))
             optimizer.step()
         m = np.concatenate([optimizer.state[p][moment].ravel() for p in params])
         subnormal = (m != 0) & (np.abs(m) < tiny)
@@ -476,7 +476,7 @@ def test_fused_none_fuses_a_large_flat_group_when_numba_is_installed(rule, monke
         p = backprop.Tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), requires_grad=True)
         opt = getattr(optim, rule)([p], lr=0.05, foreach=True, fused=fused)
         for g in grads:
-            p.grad = g
+            p.grad = backprop.Tensor(g)
             opt.step()
         return p.data, len(calls)
 

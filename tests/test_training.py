@@ -29,7 +29,7 @@ def mlp(sizes=(2, 16, 2), seed=0, dropout=0.0):
 
 
 def weights(model):
-    return {name: value.copy() for name, value in model.state_dict().items()}
+    return {name: value.numpy().copy() for name, value in model.state_dict().items()}
 
 
 def assert_same_weights(a, b):

@@ -65,7 +65,7 @@ def _checked_entries(loss, parameter, elements, rng, eps=1e-5):
     entries = None if elements == 0 or elements >= size else rng.choice(size, elements, replace=False)
     numerical = numerical_gradient(loss, parameter.data, eps, entries)
     checked = ~np.isnan(numerical)
-    return parameter.grad[checked], numerical[checked]
+    return parameter.grad.data[checked], numerical[checked]
 
 
 def _worst_relative_error(analytic, numerical):

@@ -18,6 +18,7 @@ from collections import Counter
 
 from backprop.backend import xp
 from backprop.ops import vjp_parts
+from backprop.tensor import Tensor
 
 
 class PythonTarget:
@@ -119,6 +120,7 @@ class Plan:
             buffer = grad_buffers.get(id(leaf))
             self.leaves.append((slot[id(leaf)], leaf, xp.empty_like(leaf.data) if buffer is None else buffer))
         self.written = _written_into(self.instructions, self.leaves, nodes + leaves)
+        self.grads = [(p, Tensor(buffer)) for _, p, buffer in self.leaves]  # each p.grad, over its buffer
         self.idle = [p for p in step.params if id(p) not in slot]  # zero_grad() leaves them no gradient
         self.passes = self.run = None
         self.compiled = None  # what a thread made for ``adopt``: (function, arguments, moved) or why not
@@ -148,8 +150,8 @@ class Plan:
         self._share_gradients()
 
     def _share_gradients(self):
-        for _, p, buffer in self.leaves:
-            p.grad = buffer
+        for p, grad in self.grads:
+            p.grad = grad
         for p in self.idle:
             p.grad = None
 

@@ -42,7 +42,7 @@ def to_dot(tensor, names=None):
         if node.data.size <= 6:
             parts.append("value " + _dot_array(node.data))
             if node.grad is not None:
-                parts.append("grad " + _dot_array(node.grad))
+                parts.append("grad " + _dot_array(node.grad.data))
         shape = "ellipse" if node.op is not None else "box"
         style = ', style=filled, fillcolor="#dde8f7"' if node.op is None and node.requires_grad else ""
         label = "\\n".join(part.replace("\\", "\\\\").replace('"', '\\"') for part in parts)

@@ -211,30 +211,30 @@ def trace(model, loss_fn, x, y, lr=0.02):
         layer, z, a = layers[l - 1], zs[l - 1], activations[l - 1]
         if l == depth:
             if _fused(layer.activation, loss):
-                stages.append(Stage("backward", f"dz[{l}]", f"dz{l}", f"dz[{l}] = a[{l}] - y", z.grad[0]))
+                stages.append(Stage("backward", f"dz[{l}]", f"dz{l}", f"dz[{l}] = a[{l}] - y", z.grad.data[0]))
             else:
                 da_formula = f"da[{l}] = dL/da[{l}] = " + LOSS_GRADIENTS[loss].format(L=l)
-                stages.append(Stage("backward", f"da[{l}]", f"da{l}", da_formula, a.grad[0]))
-                stages.append(Stage("backward", f"dz[{l}]", f"dz{l}", _dz_formula(layer.activation, l), z.grad[0]))
+                stages.append(Stage("backward", f"da[{l}]", f"da{l}", da_formula, a.grad.data[0]))
+                stages.append(Stage("backward", f"dz[{l}]", f"dz{l}", _dz_formula(layer.activation, l), z.grad.data[0]))
         previous = "x" if l == 1 else f"a[{l - 1}]"
         numerical = _finite_differences(loss_of_parameters, layer.weight.data)
         stages.append(
-            Stage("backward", f"dW[{l}]", f"dW{l}", f"dW[{l}] = dz[{l}] {previous}^T", layer.weight.grad.copy(), numerical)
+            Stage("backward", f"dW[{l}]", f"dW{l}", f"dW[{l}] = dz[{l}] {previous}^T", layer.weight.grad.data.copy(), numerical)
         )
         if layer.bias is not None:
             numerical = _finite_differences(loss_of_parameters, layer.bias.data)
-            stages.append(Stage("backward", f"db[{l}]", f"db{l}", f"db[{l}] = dz[{l}]", layer.bias.grad.copy(), numerical))
+            stages.append(Stage("backward", f"db[{l}]", f"db{l}", f"db[{l}] = dz[{l}]", layer.bias.grad.data.copy(), numerical))
         if l > 1:
             below = activations[l - 2]
-            stages.append(Stage("backward", f"da[{l - 1}]", f"da{l - 1}", f"da[{l - 1}] = W[{l}]^T dz[{l}]", below.grad[0]))
+            stages.append(Stage("backward", f"da[{l - 1}]", f"da{l - 1}", f"da[{l - 1}] = W[{l}]^T dz[{l}]", below.grad.data[0]))
             formula = _dz_formula(layers[l - 2].activation, l - 1)
-            stages.append(Stage("backward", f"dz[{l - 1}]", f"dz{l - 1}", formula, zs[l - 2].grad[0]))
+            stages.append(Stage("backward", f"dz[{l - 1}]", f"dz{l - 1}", formula, zs[l - 2].grad.data[0]))
 
     for l, layer in enumerate(layers, 1):
         for name, parameter in (("W", layer.weight), ("b", layer.bias)):
             if parameter is not None:
                 formula = f"{name}[{l}] := {name}[{l}] - lr d{name}[{l}]"
-                stages.append(Stage("updated", f"{name}[{l}]", f"{name}{l}", formula, parameter.data - lr * parameter.grad))
+                stages.append(Stage("updated", f"{name}[{l}]", f"{name}{l}", formula, parameter.data - lr * parameter.grad.data))
 
     names = {"L": loss_tensor}
     for l, (layer, z, a) in enumerate(zip(layers, zs, activations), 1):

@@ -2,7 +2,9 @@
 
 from backprop.nn import functional, init, utils
 from backprop.nn.layers import GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
-from backprop.nn.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from backprop.nn.loss import (
+    BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss,
+)
 from backprop.nn.module import Module, Parameter, Sequential, from_config
 from backprop.nn.registry import ACTIVATIONS, LOSSES, mlp, mlp_memory
 
@@ -22,6 +24,9 @@ __all__ = [
     "Flatten",
     "Dropout",
     "MSELoss",
+    "L1Loss",
+    "HuberLoss",
+    "SmoothL1Loss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",

@@ -23,6 +23,9 @@ __all__ = [
     "dropout",
     "linear",
     "mse_loss",
+    "l1_loss",
+    "smooth_l1_loss",
+    "huber_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
@@ -115,12 +118,36 @@ def _target_data(target, input):
 
 def mse_loss(input, target, reduction="mean"):
     """(x - y)^2 per element. A target that requires grad gets its gradient too."""
+    return _reduce(_difference(input, target, "mse_loss") ** 2, reduction)
+
+
+def _difference(input, target, name):
+    """input - target, the target lifted as ``mse_loss`` does (its gradient kept if it requires one)."""
     input = as_tensor(input)
     if not (isinstance(target, Tensor) and target.requires_grad):
-        target = Tensor(_target_array(target, input, "mse_loss"))
+        target = Tensor(_target_array(target, input, name))
     elif target.shape != input.shape:
-        raise ValueError(f"mse_loss: target has shape {target.shape}, but the input has shape {input.shape}")
-    return _reduce((input - target) ** 2, reduction)
+        raise ValueError(f"{name}: target has shape {target.shape}, but the input has shape {input.shape}")
+    return input - target
+
+
+def l1_loss(input, target, reduction="mean"):
+    """|x - y| per element (its gradient sign(x - y), 0 where they are equal)."""
+    return _reduce(_difference(input, target, "l1_loss").abs(), reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """d^2 / 2 where |d| < delta, else delta (|d| - delta / 2), for d = x - y."""
+    d = _difference(input, target, "huber_loss")
+    small = d.abs().data < delta
+    return _reduce(where(small, d * d * 0.5, (d.abs() - 0.5 * delta) * delta), reduction)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """d^2 / (2 beta) where |d| < beta, else |d| - beta / 2: ``huber_loss`` / beta."""
+    if beta == 0:
+        return l1_loss(input, target, reduction)
+    return huber_loss(input, target, reduction, beta) * (1.0 / beta)
 
 
 def _clamped_log(x):
@@ -131,8 +158,8 @@ def _clamped_log(x):
     return where(positive, ops.log(safe), -100.0).clip(min=-100.0)
 
 
-def binary_cross_entropy(input, target, reduction="mean"):
-    """-[y log x + (1-y) log(1-x)] per element, for probabilities x in [0, 1]; each log is
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """-[y log x + (1-y) log(1-x)] w per element, for probabilities x in [0, 1]; each log is
     clamped at -100 as in PyTorch. Prefer binary_cross_entropy_with_logits on logits."""
     input = as_tensor(input)
     y = _target_array(target, input, "binary_cross_entropy")
@@ -143,15 +170,26 @@ def binary_cross_entropy(input, target, reduction="mean"):
             "binary_cross_entropy_with_logits instead)"
         )
     loss = -(_clamped_log(input) * y + _clamped_log(1.0 - input) * (1.0 - y))
+    if weight is not None:
+        loss = loss * _target_data(weight, input).astype(input.dtype, copy=False)
     return _reduce(loss, reduction)
 
 
-def binary_cross_entropy_with_logits(input, target, reduction="mean"):
-    """-[y log s(z) + (1-y) log(1-s(z))] per element, s the sigmoid, computed from the
-    logits z without overflow; the gradient is s(z) - y."""
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """-[p y log s(z) + (1-y) log(1-s(z))] w per element, s the sigmoid, computed from the
+    logits z without overflow (the gradient is s(z) - y for p = w = 1). ``pos_weight`` p
+    weighs the positive term (per class, broadcast along the last dimension), ``weight`` w
+    each element; with p, the loss is the unweighted one plus (p - 1) y (-log s(z))."""
     input = as_tensor(input)
     y = _target_array(target, input, "binary_cross_entropy_with_logits")
-    return _reduce(loss_ops.binary_cross_entropy_with_logits(input, y), reduction)
+    loss = loss_ops.binary_cross_entropy_with_logits(input, y)
+    if pos_weight is not None:
+        positive = _target_data(pos_weight, input).astype(input.dtype, copy=False)
+        ones = backend.namespace(y).ones_like(y)
+        loss = loss + loss_ops.binary_cross_entropy_with_logits(input, ones) * ((positive - 1) * y)
+    if weight is not None:
+        loss = loss * _target_data(weight, input).astype(input.dtype, copy=False)
+    return _reduce(loss, reduction)
 
 
 def _class_indices(target, input, name):
@@ -178,13 +216,17 @@ def _check_logits(input, name):
         raise ValueError(f"{name}: the input must have shape (N, C); got shape {input.shape}")
 
 
-def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """-sum_k y_k log softmax(z)_k per example, for logits z of shape (N, C).
 
     ``target``: class indices (N,) (ints) or class probabilities (N, C). With label
     smoothing e, y becomes (1 - e) y + e / C. The fused primitive gives the gradient
     softmax(z) - y, stable at any logit size. 'mean' averages over the N examples; the
     fused primitive reduces too, so the loss is one graph node.
+
+    ``weight`` w (C,) weighs class k's term by w_k, and examples whose index target is
+    ``ignore_index`` count for nothing; then, as PyTorch, 'mean' divides by the summed
+    weights of the examples' classes, sum_n w[y_n], for index targets.
     """
     input = as_tensor(input)
     _check_logits(input, "cross_entropy")
@@ -193,14 +235,49 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
     array = _target_data(target, input)
     if array.ndim == 2:
         array = _target_array(array, input, "cross_entropy")
+        if weight is not None:
+            classes = input.shape[1]
+            smoothed = array * (1 - label_smoothing) + label_smoothing / classes
+            loss = -(ops.log_softmax(input, 1) * (smoothed * _class_weights(weight, input))).sum(1)
+            return _reduce(loss, reduction)
+    elif weight is not None or (array.size and (array == ignore_index).any()):
+        return _weighted_nll(ops.log_softmax(input, 1), array, weight, ignore_index, reduction, label_smoothing)
     else:
         array = _class_indices(array, input, "cross_entropy")
     return loss_ops.softmax_cross_entropy(input, array, float(label_smoothing), _check_reduction(reduction))
 
 
-def nll_loss(input, target, reduction="mean"):
-    """-x[n, y_n] per example, for log-probabilities x of shape (N, C) and class indices y."""
+def _class_weights(weight, input):
+    w = _target_data(weight, input).astype(input.dtype, copy=False)
+    if w.shape != (input.shape[1],):
+        raise ValueError(f"the class weights have shape {w.shape}; the input has {input.shape[1]} classes")
+    return w
+
+
+def _weighted_nll(log_p, target, weight, ignore_index, reduction, label_smoothing=0.0):
+    """-(1 - e) w[y_n] log_p[n, y_n] - (e / C) sum_k w_k log_p[n, k] per example (0 where
+    y_n is ``ignore_index``); 'mean' divides by sum_n w[y_n] (PyTorch's weighted mean)."""
+    xp = backend.namespace(log_p.data)
+    n, classes = log_p.shape
+    kept = target != ignore_index
+    indices = _class_indices(xp.where(kept, target, 0), log_p, "cross_entropy")
+    w = xp.ones(classes, log_p.dtype) if weight is None else _class_weights(weight, log_p)
+    w_n = w[indices] * kept
+    loss = -log_p[xp.arange(n), indices] * (w_n * (1 - label_smoothing))
+    if label_smoothing:
+        loss = loss - (log_p * w).sum(1) * (kept * (label_smoothing / classes))
+    if _check_reduction(reduction) == "mean":
+        return loss.sum() * (1.0 / w_n.sum())
+    return _reduce(loss, reduction)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """-x[n, y_n] per example, for log-probabilities x of shape (N, C) and class indices y;
+    ``weight`` and ``ignore_index`` as in ``cross_entropy``."""
     input = as_tensor(input)
     _check_logits(input, "nll_loss")
-    indices = _class_indices(target, input, "nll_loss")
+    array = _target_data(target, input)
+    if weight is not None or (array.size and (array == ignore_index).any()):
+        return _weighted_nll(input, array, weight, ignore_index, reduction)
+    indices = _class_indices(array, input, "nll_loss")
     return _reduce(-input[backend.namespace(input.data).arange(len(indices)), indices], reduction)

@@ -122,7 +122,7 @@ class Flatten(Module):
                 f"Flatten: start_dim={self.start_dim} and end_dim={self.end_dim} do not fit an input "
                 f"of shape {shape}"
             )
-        return shape_ops.reshape(input, shape[:start] + (-1,) + shape[end + 1 :])
+        return input.flatten(start, end)
 
     def _args(self):
         return {"start_dim": self.start_dim, "end_dim": self.end_dim}

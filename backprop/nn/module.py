@@ -128,7 +128,7 @@ class Module:
             if set_to_none or parameter.grad is None:
                 parameter.grad = None
             else:
-                parameter.grad[...] = 0
+                parameter.grad.data[...] = 0
 
     def to(self, device_or_dtype):
         """Move every parameter (and gradient) to a device ("cpu" or "cuda"), or convert it to
@@ -140,7 +140,7 @@ class Module:
             for parameter in self.parameters():
                 parameter.data = backend.to_device(parameter.data, device)
                 if parameter.grad is not None:
-                    parameter.grad = backend.to_device(parameter.grad, device)
+                    parameter.grad = Tensor(backend.to_device(parameter.grad.data, device))
             return self
         dtype = xp.dtype(device_or_dtype)
         if dtype.kind != "f":
@@ -148,7 +148,7 @@ class Module:
         for parameter in self.parameters():
             parameter.data = parameter.data.astype(dtype)
             if parameter.grad is not None:
-                parameter.grad = parameter.grad.astype(dtype)
+                parameter.grad = Tensor(parameter.grad.data.astype(dtype))
         return self
 
     def cpu(self):
@@ -165,9 +165,10 @@ class Module:
 
     # -- weights as data -----------------------------------------------------------------
     def state_dict(self):
-        """{dotted name: copy of the parameter's array}, on the parameter's device: a snapshot
-        that later training leaves alone."""
-        return {name: parameter.data.copy() for name, parameter in self.named_parameters()}
+        """{dotted name: the parameter's values}, as PyTorch: detached Tensors sharing the
+        parameters' memory, so later training changes them too (``clone()`` them, or save
+        them, to keep a snapshot)."""
+        return {name: parameter.detach() for name, parameter in self.named_parameters()}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy the arrays of ``state_dict`` into the parameters, in place (optimizers keep

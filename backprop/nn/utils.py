@@ -12,7 +12,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     norm before clipping, as a 0-d Tensor (as PyTorch).
     """
     parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
+    grads = [p.grad.data for p in parameters if p.grad is not None]
     if not grads:
         return Tensor(xp.zeros((), dtype=xp.float32))
     norm_type = float(norm_type)
@@ -24,3 +24,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     for g in grads:
         g *= scale
     return Tensor(xp.asarray(total, dtype=grads[0].dtype))
+
+
+def clip_grad_value_(parameters, clip_value):
+    """Clip every gradient element into [-clip_value, clip_value], in place."""
+    parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    for p in parameters:
+        if p.grad is not None:
+            xp.clip(p.grad.data, -clip_value, clip_value, out=p.grad.data)

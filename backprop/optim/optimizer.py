@@ -125,7 +125,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 elif p.grad is not None:
-                    p.grad.fill(0)
+                    p.grad.data.fill(0)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; ``closure`` re-evaluates the loss."""
@@ -140,7 +140,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is not None:
                     scratch = self._scratch.get(p) or self._scratch.setdefault(p, Scratch())
-                    self._update(group, p.data, p.grad, self.state[p], scratch)
+                    self._update(group, p.data, p.grad.data, self.state[p], scratch)
         return loss
 
     def _update(self, group, param, grad, state, scratch):
@@ -403,14 +403,11 @@ class FlatGroup:
 
     def gather_grads(self):
         """Copy the parameters' gradients into ``grad``; False if one has none."""
-        grads = list(map(_GRAD, self.params))
-        if all(map(is_, grads, self.grad_views)):  # a compiled step wrote them in place
-            return True
-        for g, view in zip(grads, self.grad_views):
+        for g, view in zip(map(_GRAD, self.params), self.grad_views):
             if g is None:
                 return False
-            if g is not view:
-                view[...] = g
+            if g.data is not view:  # else a compiled step wrote it in place
+                view[...] = g.data
         return True
 
     def share_state(self, state):

@@ -206,7 +206,7 @@ class _BackpropMLP:
             penalty = sum((p * p).sum() for p in parameters[:n_weights]) * penalty_scale
             penalty.backward()
             value = value * objective.report_scale + penalty.item()
-            grad = np.concatenate([(p.grad.T if p.grad.ndim == 2 else p.grad).ravel() for p in parameters])
+            grad = np.concatenate([(p.grad.data.T if p.grad.ndim == 2 else p.grad.data).ravel() for p in parameters])
             return value, grad.astype(np.float64)
 
         iprint = 1 if self.verbose is True or self.verbose >= 1 else -1

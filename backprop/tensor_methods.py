@@ -1,0 +1,305 @@
+"""The methods of ``Tensor`` that PyTorch users call by name, each a primitive called with
+PyTorch's arguments: ``dim``/``keepdim`` (with ``axis``/``keepdims``, the aliases PyTorch
+also takes), ``size()`` a shape and ``numel()`` the count, ``max(dim)`` a
+(values, indices) pair, the views and shape methods, the dtype casts and the named
+in-place updates. ``Tensor`` inherits them; ``tensor.py`` keeps the fields, the
+operators and the chain rule. Module functions (``backprop.exp(x)``) call these methods.
+"""
+
+import builtins
+from collections import namedtuple
+
+from backprop import backend, ops, shape_ops
+
+# What max(dim)/min(dim) return, as PyTorch's torch.return_types.max.
+MaxMin = namedtuple("MaxMin", ["values", "indices"])
+
+
+def _dim(dim, axis, name):
+    """``dim``, or its alias ``axis``; one of them."""
+    if axis is not None:
+        if dim is not None:
+            raise TypeError(f"{name}() got both dim and axis")
+        return axis
+    return tuple(dim) if isinstance(dim, list) else dim
+
+
+def _shape(shape):
+    """A shape given as numbers (``view(2, 3)``) or as one sequence (``view((2, 3))``)."""
+    return tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else tuple(shape)
+
+
+class TensorMethods:
+    __slots__ = ()
+
+    # -- sizes -------------------------------------------------------------------------
+    def size(self, dim=None):
+        """The shape (a tuple), or its length along ``dim``."""
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self):
+        """The number of elements."""
+        return self.data.size
+
+    def dim(self):
+        return self.data.ndim
+
+    def element_size(self):
+        return self.data.itemsize
+
+    # -- elementwise ---------------------------------------------------------------------
+    def exp(self):
+        return ops.exp(self)
+
+    def log(self):
+        return ops.log(self)
+
+    def sqrt(self):
+        return ops.sqrt(self)
+
+    def abs(self):
+        return ops.abs(self)
+
+    def sin(self):
+        return ops.sin(self)
+
+    def cos(self):
+        return ops.cos(self)
+
+    def relu(self):
+        return ops.relu(self)
+
+    def sigmoid(self):
+        return ops.sigmoid(self)
+
+    def tanh(self):
+        return ops.tanh(self)
+
+    def gelu(self):
+        return ops.gelu(self)
+
+    def leaky_relu(self, negative_slope=0.01):
+        return ops.leaky_relu(self, negative_slope)
+
+    def neg(self):
+        return ops.neg(self)
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def square(self):
+        return self * self
+
+    def add(self, other, alpha=1):
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other, alpha=1):
+        return self - (other if alpha == 1 else other * alpha)
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other):
+        return self / other
+
+    def matmul(self, other):
+        return self @ other
+
+    mm = matmul
+
+    def clamp(self, min=None, max=None):
+        """y = min(max(x, min), max); the gradient passes where min <= x <= max."""
+        return ops.clip(self, min, max)
+
+    clip = clamp
+
+    def maximum(self, other):
+        """The larger of the two, elementwise; the gradient goes to the chosen side (to self on a tie)."""
+        return ops.where(self.data >= _array(other), self, self._lift(other))
+
+    def minimum(self, other):
+        return ops.where(self.data <= _array(other), self, self._lift(other))
+
+    def softmax(self, dim=-1, *, axis=None):
+        return ops.softmax(self, _dim(dim, axis, "softmax"))
+
+    def log_softmax(self, dim=-1, *, axis=None):
+        return ops.log_softmax(self, _dim(dim, axis, "log_softmax"))
+
+    # -- reductions ------------------------------------------------------------------------
+    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return shape_ops.sum(self, _dim(dim, axis, "sum"), keepdim if keepdims is None else keepdims)
+
+    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return shape_ops.mean(self, _dim(dim, axis, "mean"), keepdim if keepdims is None else keepdims)
+
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """The largest element; with ``dim``, ``(values, indices)`` along it (the gradient goes
+        to the index chosen); with a Tensor, the elementwise maximum (as PyTorch)."""
+        return self._extreme("max", dim, keepdim, axis, keepdims)
+
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self._extreme("min", dim, keepdim, axis, keepdims)
+
+    def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """The largest element over the dimensions ``dim`` (all by default), the gradient
+        shared equally between tied elements (PyTorch's amax)."""
+        return shape_ops.max(self, _dim(dim, axis, "amax"), keepdim if keepdims is None else keepdims)
+
+    def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return shape_ops.min(self, _dim(dim, axis, "amin"), keepdim if keepdims is None else keepdims)
+
+    def _extreme(self, name, dim, keepdim, axis, keepdims):
+        if isinstance(dim, TensorMethods) or hasattr(dim, "ndim"):  # max(other): elementwise
+            return self.maximum(dim) if name == "max" else self.minimum(dim)
+        dim, keepdim = _dim(dim, axis, name), keepdim if keepdims is None else keepdims
+        if isinstance(dim, tuple):
+            raise TypeError(f"{name}(dim) takes one dimension; a{name}(dim) reduces over several")
+        if dim is None:
+            return (shape_ops.max if name == "max" else shape_ops.min)(self, None, keepdim)
+        indices = getattr(self.data, "arg" + name)(axis=dim, keepdims=True)
+        values = shape_ops.gather(self, dim, indices)
+        if not keepdim:
+            values, indices = values.squeeze(dim), indices.squeeze(dim)
+        return MaxMin(values, self._from_op(indices, None, ()))
+
+    def any(self, dim=None, keepdim=False):
+        """Whether any element is nonzero (along ``dim``), as a bool Tensor."""
+        return self._from_op(backend.namespace(self.data).asarray(self.data.any(axis=dim, keepdims=keepdim)), None, ())
+
+    def all(self, dim=None, keepdim=False):
+        return self._from_op(backend.namespace(self.data).asarray(self.data.all(axis=dim, keepdims=keepdim)), None, ())
+
+    def argmax(self, dim=None, keepdim=False, *, axis=None):
+        """The index of the largest element (of the flattened Tensor when ``dim`` is None)."""
+        return self._arg("argmax", _dim(dim, axis, "argmax"), keepdim)
+
+    def argmin(self, dim=None, keepdim=False, *, axis=None):
+        return self._arg("argmin", _dim(dim, axis, "argmin"), keepdim)
+
+    def _arg(self, name, dim, keepdim):
+        found = getattr(self.data, name)(axis=dim, keepdims=keepdim)
+        return self._from_op(backend.namespace(self.data).asarray(found, dtype="int64"), None, ())
+
+    # -- shape (views where NumPy can make one) ---------------------------------------------
+    def reshape(self, *shape):
+        return shape_ops.reshape(self, _shape(shape))
+
+    view = reshape
+
+    def view_as(self, other):
+        return self.reshape(other.shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        shape = self.data.shape
+        if not shape:
+            return self.reshape(1)
+        start, end = start_dim % len(shape), end_dim % len(shape)
+        middle = 1
+        for n in shape[start : end + 1]:
+            middle *= n
+        return self.reshape(shape[:start] + (middle,) + shape[end + 1 :])
+
+    def unsqueeze(self, dim):
+        """A new axis of length 1 at ``dim`` (negative counts from the end of the result)."""
+        shape = list(self.data.shape)
+        shape.insert(dim % (len(shape) + 1), 1)
+        return self.reshape(tuple(shape))
+
+    def squeeze(self, dim=None):
+        """Without the axes of length 1 (only ``dim``'s, if given and of length 1)."""
+        shape = self.data.shape
+        if dim is None:
+            kept = [n for n in shape if n != 1]
+        else:
+            dims = {d % builtins.max(len(shape), 1) for d in (dim if isinstance(dim, tuple) else (dim,))}
+            kept = [n for i, n in enumerate(shape) if i not in dims or n != 1]
+        return self.reshape(tuple(kept))
+
+    def transpose(self, dim0, dim1):
+        """This Tensor with dimensions ``dim0`` and ``dim1`` swapped (PyTorch's transpose)."""
+        order = list(range(self.ndim))
+        order[dim0], order[dim1] = order[dim1], order[dim0]
+        return shape_ops.transpose(self, tuple(order))
+
+    def permute(self, *dims):
+        """This Tensor with its dimensions in the order ``dims``."""
+        return shape_ops.transpose(self, _shape(dims))
+
+    def t(self):
+        """The transpose of a matrix (a vector as it is), as PyTorch's ``t()``."""
+        if self.ndim > 2:
+            raise RuntimeError(f"t() expects a Tensor of at most 2 dimensions; got {self.ndim}")
+        return shape_ops.transpose(self) if self.ndim == 2 else self
+
+    @property
+    def T(self):
+        return shape_ops.transpose(self)
+
+    def gather(self, dim, index):
+        return shape_ops.gather(self, dim, _array(index))
+
+    def clone(self):
+        """A copy in memory of its own, still in the graph (the gradient flows back)."""
+        return shape_ops.clone(self)
+
+    def contiguous(self):
+        return self
+
+    # -- dtypes -------------------------------------------------------------------------------
+    def type(self, dtype=None):
+        """With a dtype, this Tensor cast to it; without, the name of its dtype."""
+        return str(self.data.dtype) if dtype is None else self.to(dtype)
+
+    def float(self):
+        return self.to("float32")
+
+    def double(self):
+        return self.to("float64")
+
+    def half(self):
+        return self.to("float16")
+
+    def long(self):
+        return self.to("int64")
+
+    def int(self):
+        return self.to("int32")
+
+    def bool(self):
+        return self.to("bool")
+
+    # -- in place, named (PyTorch's trailing underscore) -------------------------------------
+    def add_(self, other, alpha=1):
+        return self._in_place(other if alpha == 1 else _array(other) * alpha, "add", "add_")
+
+    def sub_(self, other, alpha=1):
+        return self._in_place(other if alpha == 1 else _array(other) * alpha, "subtract", "sub_")
+
+    def mul_(self, other):
+        return self._in_place(other, "multiply", "mul_")
+
+    def div_(self, other):
+        return self._in_place(other, "divide", "div_")
+
+    def clamp_(self, min=None, max=None):
+        return self._in_place(None, lambda a, _, out: backend.namespace(a).clip(a, min, max, out=out), "clamp_")
+
+    def fill_(self, value):
+        return self._in_place(value, _put, "fill_")
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def copy_(self, src):
+        """This Tensor's values replaced by ``src``'s (broadcast to its shape)."""
+        return self._in_place(src, _put, "copy_")
+
+
+def _put(a, value, out):
+    backend.namespace(a).copyto(out, value)
+
+
+def _array(x):
+    """A Tensor's array, anything else as it is."""
+    return x.data if isinstance(x, TensorMethods) else x
