@@ -139,7 +139,7 @@ def test_fit_matches_a_torch_training_loop_number_for_number():
     reference = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).double()
     with torch.no_grad():
         for p, (_, value) in zip(reference.parameters(), model.state_dict().items()):
-            p.copy_(torch.from_numpy(value))
+            p.copy_(torch.from_numpy(value.numpy()))
     history = fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.02, momentum=0.9), (X, y),
                   epochs=4, batch_size=16, shuffle=False, metrics=(), progress=False)
     torch_optimizer = torch.optim.SGD(reference.parameters(), lr=0.02, momentum=0.9)
