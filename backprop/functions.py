@@ -11,7 +11,7 @@ from backprop.tensor_methods import _dim
 METHODS = (
     "exp", "log", "sqrt", "abs", "sin", "cos", "relu", "sigmoid", "tanh", "neg", "pow", "square",
     "add", "sub", "mul", "div", "matmul", "mm", "clamp", "clip", "maximum", "minimum",
-    "softmax", "log_softmax", "sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "any", "all",
+    "softmax", "log_softmax", "sum", "mean", "var", "std", "max", "min", "amax", "amin", "argmax", "argmin", "any", "all",
     "reshape", "flatten", "unsqueeze", "squeeze", "transpose", "permute", "t", "gather", "clone", "numel",
 )
 

@@ -92,13 +92,28 @@ def save(obj, path, metadata=None):
         np.savez(file, **{_HEADER: np.array(text), **arrays})
 
 
-def load(path):
+def load(path, map_location=None, weights_only=True):
     """Read a file written by ``save``: a model (rebuilt from its config, with
-    ``model.metadata``) or the tree, with the same structure it was saved with."""
+    ``model.metadata``) or the tree, with the same structure it was saved with.
+
+    ``weights_only`` is PyTorch's argument: a file holds data only here, whatever it says.
+    ``map_location`` ("cpu" or "cuda") puts the Tensors and models there."""
     try:
-        return _load(path)
+        loaded = _load(path)
     except _Corrupt as error:
         raise ValueError(f"{os.fspath(path)}: {error}") from None
+    return loaded if map_location is None else _moved(loaded, map_location)
+
+
+def _moved(tree, device):
+    """The Tensors and models of a loaded tree on ``device``."""
+    if isinstance(tree, (Tensor, nn.Module)):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return {key: _moved(value, device) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_moved(value, device) for value in tree)
+    return tree
 
 
 def save_checkpoint(path, model, optimizer, epoch, **extra):

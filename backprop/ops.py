@@ -150,6 +150,21 @@ def pow_vjp(A, p, g):
     return g * p * A ** (p - 1)
 
 
+def power(a, b):
+    """y = a^b for Tensors a and b; dy/da = b a^(b-1), dy/db = y log a."""
+    xp = namespace(a.data)
+    A, B = a.data, b.data
+    return _binary("power", a, b, xp.power, partial(power_base_vjp, A, B), partial(power_exponent_vjp, A, B))
+
+
+def power_base_vjp(A, B, g):
+    return unbroadcast(g * B * A ** (B - 1), A.shape)
+
+
+def power_exponent_vjp(A, B, g):
+    return unbroadcast(g * A ** B * namespace(A).log(A), B.shape)
+
+
 def matmul(a, b):
     """y = a @ b with NumPy's rules (1-D operands, batched stacks).
 

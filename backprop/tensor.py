@@ -206,6 +206,15 @@ class Tensor(TensorMethods):
     def __float__(self):
         return float(self.item())
 
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        """An integer Tensor of one element as an index (``classes[t.argmax()]``)."""
+        if self.data.dtype.kind not in "iub":
+            raise TypeError(f"only integer Tensors of one element can be an index; got dtype {self.dtype}")
+        return int(self.item())
+
     def __bool__(self):
         """The truth of a one-element Tensor; more elements are ambiguous (as PyTorch)."""
         if self.data.size != 1:
@@ -231,34 +240,34 @@ class Tensor(TensorMethods):
 
     # -- operators and methods: each lifts its operands and calls its primitive in ops.py --
     def __add__(self, other):
-        return ops.add(self, as_tensor(other, self))
+        return ops.add(*_operands(self, other))
 
     def __radd__(self, other):
-        return ops.add(as_tensor(other, self), self)
+        return ops.add(*_operands(self, other)[::-1])
 
     def __sub__(self, other):
-        return ops.sub(self, as_tensor(other, self))
+        return ops.sub(*_operands(self, other))
 
     def __rsub__(self, other):
-        return ops.sub(as_tensor(other, self), self)
+        return ops.sub(*_operands(self, other)[::-1])
 
     def __mul__(self, other):
-        return ops.mul(self, as_tensor(other, self))
+        return ops.mul(*_operands(self, other))
 
     def __rmul__(self, other):
-        return ops.mul(as_tensor(other, self), self)
+        return ops.mul(*_operands(self, other)[::-1])
 
     def __truediv__(self, other):
-        return ops.div(self, as_tensor(other, self))
+        return ops.div(*_operands(self, other, division=True))
 
     def __rtruediv__(self, other):
-        return ops.div(as_tensor(other, self), self)
+        return ops.div(*_operands(self, other, division=True)[::-1])
 
     def __matmul__(self, other):
-        return ops.matmul(self, as_tensor(other, self))
+        return ops.matmul(*_operands(self, other))
 
     def __rmatmul__(self, other):
-        return ops.matmul(as_tensor(other, self), self)
+        return ops.matmul(*_operands(self, other)[::-1])
 
     # In place, as PyTorch: x -= y changes x's values (an optimizer's update under no_grad()).
     def __iadd__(self, other):
@@ -309,7 +318,12 @@ class Tensor(TensorMethods):
         return ops.neg(self)
 
     def __pow__(self, exponent):
-        return ops.pow(self, exponent)
+        if isinstance(exponent, numbers.Number):
+            return ops.pow(self, exponent)
+        return ops.power(*_operands(self, exponent))
+
+    def __rpow__(self, base):
+        return ops.power(*_operands(self, base)[::-1])
 
     def __getitem__(self, index):
         return shape_ops.getitem(self, _index_array(index))
@@ -321,6 +335,25 @@ class Tensor(TensorMethods):
         return Tensor(self.data != _operand(other))
 
     __hash__ = object.__hash__  # a Tensor is a key by identity (optimizer state), as in PyTorch
+
+    # Logic and integer arithmetic, elementwise; no gradient flows through them.
+    def __and__(self, other):
+        return Tensor(self.data & _operand(other))
+
+    def __or__(self, other):
+        return Tensor(self.data | _operand(other))
+
+    def __xor__(self, other):
+        return Tensor(self.data ^ _operand(other))
+
+    def __invert__(self):
+        return Tensor(~self.data)
+
+    def __floordiv__(self, other):
+        return Tensor(self.data // _operand(other))
+
+    def __mod__(self, other):
+        return Tensor(self.data % _operand(other))
 
     def __lt__(self, other):
         return Tensor(self.data < _operand(other))
@@ -419,6 +452,21 @@ def as_tensor(x, like=None):
             return Tensor(backend.namespace(like.data).asarray(x, dtype=like.dtype))
         return Tensor(x, device=like.device)
     return Tensor(x)
+
+
+def _operands(a, other, division=False):
+    """``a`` and ``other`` (lifted by ``as_tensor``) in PyTorch's result dtype: an integer or
+    bool side takes the floating side's dtype (NumPy would widen float32 and int64 to
+    float64), and a division of integers is float32."""
+    b = as_tensor(other, a)
+    kinds = a.data.dtype.kind + b.data.dtype.kind
+    if "f" in kinds and kinds != "ff" and "c" not in kinds:
+        if kinds[0] == "f":
+            return a, shape_ops.astype(b, a.data.dtype)
+        return shape_ops.astype(a, b.data.dtype), b
+    if division and kinds[0] in "biu" and kinds[1] in "biu":
+        return shape_ops.astype(a, backend.xp.float32), shape_ops.astype(b, backend.xp.float32)
+    return a, b
 
 
 def where(condition, input, other):

@@ -133,6 +133,18 @@ class TensorMethods:
     def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         return shape_ops.mean(self, _dim(dim, axis, "mean"), keepdim if keepdims is None else keepdims)
 
+    def var(self, dim=None, keepdim=False, *, correction=1, unbiased=None, axis=None, keepdims=None):
+        """sum (x - mean)^2 / (n - correction) over ``dim`` (n - 1 by default, as PyTorch)."""
+        dim, keepdim = _dim(dim, axis, "var"), keepdim if keepdims is None else keepdims
+        correction = correction if unbiased is None else int(unbiased)
+        shape = self.data.shape
+        n = self.data.size if dim is None else _count(shape, dim)
+        centered = self - self.mean(dim, keepdim=True)
+        return (centered * centered).sum(dim, keepdim) * (1.0 / builtins.max(n - correction, 0))
+
+    def std(self, dim=None, keepdim=False, *, correction=1, unbiased=None, axis=None, keepdims=None):
+        return self.var(dim, keepdim, correction=correction, unbiased=unbiased, axis=axis, keepdims=keepdims).sqrt()
+
     def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         """The largest element; with ``dim``, ``(values, indices)`` along it (the gradient goes
         to the index chosen); with a Tensor, the elementwise maximum (as PyTorch)."""
@@ -298,6 +310,14 @@ class TensorMethods:
 
 def _put(a, value, out):
     backend.namespace(a).copyto(out, value)
+
+
+def _count(shape, dim):
+    """The number of elements a reduction over ``dim`` (one or several) combines."""
+    count = 1
+    for d in dim if isinstance(dim, tuple) else (dim,):
+        count *= shape[d]
+    return count
 
 
 def _array(x):
