@@ -15,6 +15,9 @@ import pytest
 pytest.importorskip("torch")
 
 PROGRAMS = sorted(Path(__file__).with_name("pytorch_programs").glob("*.py"))
+# The Quickstart takes 80 SGD steps at lr 0.5 in float32: PyTorch and NumPy round their
+# sums in another order and the difference grows to 4e-4 (in float64 the two agree to 1e-15).
+RTOL = {"quickstart": 1e-3}
 
 
 def on_backprop(source):
@@ -68,4 +71,4 @@ def test_a_pytorch_program_gives_pytorchs_results(path):
     source = path.read_text()
     theirs = run(source, path)
     ours = run(on_backprop(source), path)
-    assert_agree(ours, theirs, rtol=1e-5)
+    assert_agree(ours, theirs, RTOL.get(path.stem, 1e-5))
