@@ -250,3 +250,13 @@ def test_save_writes_exactly_the_path_given(tmp_path):
 def test_saving_into_a_missing_folder_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="the folder .*missing does not exist"):
         save({"a": 1}, tmp_path / "missing" / "m.npz")
+
+
+def test_a_state_dict_of_tensors_saves_and_loads_as_tensors(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 2))
+    save(model.state_dict(), tmp_path / "model.pth")
+    loaded = load(tmp_path / "model.pth", weights_only=True, map_location="cpu")
+    assert list(loaded) == ["0.weight", "0.bias"] and all(isinstance(v, Tensor) for v in loaded.values())
+    other = nn.Sequential(nn.Linear(3, 2))
+    other.load_state_dict(loaded)
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), other.parameters()))

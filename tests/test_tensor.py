@@ -347,3 +347,18 @@ def test_the_truth_of_a_tensor_is_its_one_element_or_an_error_as_torch():
         assert bool(lib.tensor([2.0]) == 2.0) and not bool(lib.tensor(0.0))
         with pytest.raises(RuntimeError):
             bool(lib.tensor([1.0, 2.0]) == lib.tensor([1.0, 2.0]))
+
+
+def test_grad_is_a_tensor_accumulated_in_place_and_assigned_only_as_one():
+    x = bp.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (x * 3).sum().backward()
+    grad = x.grad
+    (x * x).sum().backward()
+    assert isinstance(grad, bp.Tensor) and x.grad is grad and not grad.requires_grad
+    np.testing.assert_array_equal(grad.numpy(), [5.0, 7.0])
+    with pytest.raises(TypeError, match="assigned grad expected to be a Tensor or None; got ndarray"):
+        x.grad = np.zeros(2)
+    with pytest.raises(ValueError, match=r"assigned grad has shape \(3,\)"):
+        x.grad = bp.zeros(3, dtype=bp.float64)
+    x.grad = None
+    assert x.grad is None
