@@ -362,3 +362,30 @@ def test_grad_is_a_tensor_accumulated_in_place_and_assigned_only_as_one():
         x.grad = bp.zeros(3, dtype=bp.float64)
     x.grad = None
     assert x.grad is None
+
+
+@pytest.mark.parametrize("edit", [
+    lambda x: x.add_(1), lambda x: x.mul_(2), lambda x: x.zero_(), lambda x: x.fill_(3.0),
+    lambda x: x.copy_(x * 2), lambda x: x.__setitem__(0, 7.0), lambda x: x.clamp_(0, 0.5),
+])
+def test_every_named_in_place_edit_of_a_saved_value_makes_backward_raise_as_torch(edit):
+    torch = pytest.importorskip("torch")
+    for lib in (bp, torch):
+        w = lib.tensor([1.0, 2.0, 3.0], dtype=lib.float64, requires_grad=True)
+        x = lib.tensor([0.1, 0.2, 0.3], dtype=lib.float64)
+        y = (w * x).sum()  # mul saves x for w's gradient
+        with lib.no_grad():
+            edit(x)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
+
+
+def test_views_share_memory_with_their_tensor_as_torch():
+    torch = pytest.importorskip("torch")
+    for lib in (bp, torch):
+        v = lib.arange(6.0)
+        v.view(2, 3)[0, 1] = 10.0
+        v.unsqueeze(0)[0, 2] = 20.0
+        v.reshape(3, 2).t()[1, 0] = 30.0
+        v[4:][0] = 40.0
+        assert v.tolist() == [0.0, 30.0, 20.0, 3.0, 40.0, 5.0], lib.__name__
