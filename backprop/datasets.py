@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from backprop.files import physical_memory, regular_file
-from backprop.io import read_npz
+from backprop.npz import read_npz
 
 TASKS = ("classification", "regression")
 

@@ -26,36 +26,26 @@ file and the problem (``FileNotFoundError`` when there is no file).
 Writing is atomic (``backprop.files.atomic_write``): a crash leaves the old file as it was.
 """
 
-import contextlib
 import json
 import os
 import re
-import struct
-import warnings
-import zipfile
-import zlib
 
-from backprop import nn
-from backprop.backend import to_host
 import numpy as np
-from backprop.files import atomic_write, physical_memory, regular_file
+
+from backprop import nn, npz
+from backprop.backend import to_host
+from backprop.files import atomic_write
 from backprop.random import get_rng_state, set_rng_state
 from backprop.tensor import Tensor
 
-__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "read_npz", "FORMAT_VERSION"]
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "FORMAT_VERSION"]
 
 FORMAT_NAME = "backprop"
 FORMAT_VERSION = 1
 _HEADER = "__header__"
 MAX_HEADER_CHARS = 2**24  # 16 Mi characters of JSON: a header is a few kB
 MAX_DEPTH = 100  # JSON nesting; a checkpoint's header nests about 25 deep
-_DEFLATE_RATIO = 1100  # deflate expands at most ~1032:1; more declares bytes the file cannot hold
-_PICKLED = "it contains a pickled object; backprop never unpickles files"
 _MEMBER = re.compile(r"a(0|[1-9][0-9]{0,8})")
-
-
-class _Corrupt(ValueError):
-    """A problem in a file; ``load`` adds the file's name."""
 
 
 # -- public API ---------------------------------------------------------------------------
@@ -100,7 +90,7 @@ def load(path, map_location=None, weights_only=True):
     ``map_location`` ("cpu" or "cuda") puts the Tensors and models there."""
     try:
         loaded = _load(path)
-    except _Corrupt as error:
+    except npz.Corrupt as error:
         raise ValueError(f"{os.fspath(path)}: {error}") from None
     return loaded if map_location is None else _moved(loaded, map_location)
 
@@ -140,40 +130,40 @@ def load_checkpoint(path, model, optimizer=None):
     checkpoint = load(path)
     try:
         _restore(checkpoint, model, optimizer)
-    except _Corrupt as error:
+    except npz.Corrupt as error:
         raise ValueError(f"{os.fspath(path)}: {error}") from None
     return {"epoch": checkpoint["epoch"], **checkpoint["extra"]}
 
 
 def _restore(checkpoint, model, optimizer):
     if not isinstance(checkpoint, dict) or checkpoint.keys() != {"model", "optimizer", "epoch", "rng", "extra"}:
-        raise _Corrupt("not a checkpoint (written by save_checkpoint)")
+        raise npz.Corrupt("not a checkpoint (written by save_checkpoint)")
     epoch, extra, weights = checkpoint["epoch"], checkpoint["extra"], _arrays_of(checkpoint["model"])
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise _Corrupt(f"the checkpoint's epoch must be an int >= 0; got {epoch!r}")
+        raise npz.Corrupt(f"the checkpoint's epoch must be an int >= 0; got {epoch!r}")
     if not isinstance(extra, dict) or not all(isinstance(key, str) for key in extra):
-        raise _Corrupt("the checkpoint's extra values must be a dict with str keys")
+        raise npz.Corrupt("the checkpoint's extra values must be a dict with str keys")
     if not isinstance(weights, dict) or not all(isinstance(a, np.ndarray) for a in weights.values()):
-        raise _Corrupt("the checkpoint's weights must be a dict of arrays")
+        raise npz.Corrupt("the checkpoint's weights must be a dict of arrays")
     _check_finite(weights, "weight")
     if optimizer is not None and checkpoint["optimizer"] is None:
-        raise _Corrupt("this checkpoint holds no optimizer state")
+        raise npz.Corrupt("this checkpoint holds no optimizer state")
     try:
         np.random.PCG64().state = checkpoint["rng"]  # the generator's own check, on a scratch one
     except (TypeError, ValueError, KeyError, OverflowError) as error:
-        raise _Corrupt(f"the checkpoint's random generator state is invalid ({error})") from None
+        raise npz.Corrupt(f"the checkpoint's random generator state is invalid ({error})") from None
     shapes = {name: array.shape for name, array in model.state_dict().items()}
     if {name: array.shape for name, array in weights.items()} != shapes:
-        raise _Corrupt(f"this checkpoint's weights do not fit the model given (it needs {shapes})")
+        raise npz.Corrupt(f"this checkpoint's weights do not fit the model given (it needs {shapes})")
     if optimizer is not None:
         state = checkpoint["optimizer"]
         if not isinstance(state, dict) or state.keys() != {"state", "param_groups"}:
-            raise _Corrupt("the checkpoint's optimizer state must hold 'state' and 'param_groups'")
+            raise npz.Corrupt("the checkpoint's optimizer state must hold 'state' and 'param_groups'")
         _check_finite(dict(_arrays_in(state["state"])), "optimizer state")
         try:
             optimizer.load_state_dict(state)  # checks everything before it changes anything
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as error:
-            raise _Corrupt(f"this checkpoint's optimizer state does not fit the optimizer given ({error})") from None
+            raise npz.Corrupt(f"this checkpoint's optimizer state does not fit the optimizer given ({error})") from None
     model.load_state_dict(weights)
     set_rng_state(checkpoint["rng"])
 
@@ -196,7 +186,7 @@ def _arrays_in(tree, where="state"):
 def _check_finite(arrays, what):
     for name, array in arrays.items():
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
-            raise _Corrupt(
+            raise npz.Corrupt(
                 f"the {what} {name} holds NaN or infinite values; it cannot be used "
                 "(training probably diverged before it was saved)"
             )
@@ -236,23 +226,23 @@ def _references(node, found):
             _references(item, found)
     elif isinstance(node, dict):
         if len(node) != 1:
-            raise _Corrupt(f"the header's tree has an object with keys {sorted(node)[:5]}; expected one tag")
+            raise npz.Corrupt(f"the header's tree has an object with keys {sorted(node)[:5]}; expected one tag")
         (tag, body), = node.items()
         if tag in ("array", "scalar", "tensor"):
             if not isinstance(body, str) or not _MEMBER.fullmatch(body):
-                raise _Corrupt(f"the header refers to an array named {str(body)[:40]!r}")
+                raise npz.Corrupt(f"the header refers to an array named {str(body)[:40]!r}")
             if body in found:
-                raise _Corrupt(f"the header refers to the array {body} twice")
+                raise npz.Corrupt(f"the header refers to the array {body} twice")
             found[body] = "scalar" if tag == "scalar" else "array"
         elif tag == "tuple" and isinstance(body, list):
             _references(body, found)
         elif tag == "dict" and isinstance(body, list):
             for pair in body:
                 if not (isinstance(pair, list) and len(pair) == 2 and type(pair[0]) in (str, int)):
-                    raise _Corrupt("the header's tree has a dict entry that is not a [str or int key, value] pair")
+                    raise npz.Corrupt("the header's tree has a dict entry that is not a [str or int key, value] pair")
                 _references(pair[1], found)
         else:
-            raise _Corrupt(f"the header's tree has an unknown node {str(tag)[:40]!r}")
+            raise npz.Corrupt(f"the header's tree has an unknown node {str(tag)[:40]!r}")
 
 
 def _decode(node, arrays):
@@ -286,162 +276,55 @@ def _load(path):
             model.to(float_dtypes.pop())
         model.load_state_dict(tree)
     except (TypeError, ValueError) as error:
-        raise _Corrupt(f"the model architecture in this file cannot be rebuilt ({error})") from None
+        raise npz.Corrupt(f"the model architecture in this file cannot be rebuilt ({error})") from None
     model.metadata = header["metadata"]
     return model
 
 
 def _read(path):
     """The header (checked against the schema) and the arrays of a backprop file."""
-    with _archive(path, "model file", "a backprop file (an .npz archive written by backprop.save)") as archive:
+    with npz.archive(path, "model file", "a backprop file (an .npz archive written by backprop.save)") as archive:
         if archive.namelist() and _HEADER + ".npy" not in archive.namelist():
-            raise _Corrupt("it has no backprop header; it was not written by backprop.save")
-        members = _members(archive, lambda name: name == _HEADER or _MEMBER.fullmatch(name))
+            raise npz.Corrupt("it has no backprop header; it was not written by backprop.save")
+        members = npz.members(archive, lambda name: name == _HEADER or _MEMBER.fullmatch(name))
         header = _header(archive, members.pop(_HEADER))
         found = {}
         _references(header["tree"], found)
         missing, extra = sorted(found.keys() - members.keys()), sorted(members.keys() - found.keys())
         if missing:
-            raise _Corrupt(f"the file is corrupt (its header refers to arrays it does not hold: {missing[:5]})")
+            raise npz.Corrupt(f"the file is corrupt (its header refers to arrays it does not hold: {missing[:5]})")
         if extra:
-            raise _Corrupt(f"the file is corrupt (it holds arrays its header does not refer to: {extra[:5]})")
-        layouts = {name: _layout(archive, info, name) for name, info in members.items()}
+            raise npz.Corrupt(f"the file is corrupt (it holds arrays its header does not refer to: {extra[:5]})")
+        layouts = {name: npz.layout(archive, info, name) for name, info in members.items()}
         for name, tag in found.items():
             if tag == "scalar" and layouts[name][1] != ():
-                raise _Corrupt(f"the scalar {name} has shape {layouts[name][1]}; a scalar has shape ()")
+                raise npz.Corrupt(f"the scalar {name} has shape {layouts[name][1]}; a scalar has shape ()")
         if header["kind"] == "model":
             _check_model_layout(header, layouts)
-        return header, {name: _array(archive, members[name], layouts[name]) for name in members}
-
-
-def read_npz(path, what="data file"):
-    """``{name: array}`` of any ``.npz`` archive (``numpy.savez``), read as ``load`` reads a
-    model file: never unpickled, plain dtypes only, declared sizes checked before anything
-    is allocated; any problem is one ``ValueError`` naming the file."""
-    try:
-        with _archive(path, what, "an .npz file (a zip of NumPy arrays, as numpy.savez writes)") as archive:
-            members = _members(archive, lambda name: True)
-            return {name: _array(archive, info, _layout(archive, info, name)) for name, info in members.items()}
-    except _Corrupt as error:
-        raise ValueError(f"{os.fspath(path)}: {error}") from None
-
-
-@contextlib.contextmanager
-def _archive(path, what, kind):
-    """The open zip archive at ``path`` (a regular file); the errors of a corrupt file as ``_Corrupt``."""
-    regular_file(path, what)
-    with open(path, "rb") as file:
-        magic = file.read(4)
-    if magic[:1] == b"\x80":
-        raise _Corrupt(_PICKLED)
-    if magic[:2] != b"PK":
-        raise _Corrupt(f"it is not {kind}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            yield archive
-    except _Corrupt:
-        raise
-    except MemoryError:
-        raise _Corrupt("its arrays do not fit in memory") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, struct.error,
-            NotImplementedError, RuntimeError, ValueError, OverflowError, UnicodeDecodeError) as error:
-        raise _Corrupt(f"the file is corrupt or truncated ({type(error).__name__}: {str(error)[:200]})") from None
-
-
-def _members(archive, allowed):
-    """``{name without .npy: ZipInfo}``, after checking the archive's directory: names
-    ``allowed``, each once, not encrypted, and sizes the file can hold and memory can take."""
-    infos = archive.infolist()
-    if not infos:
-        raise _Corrupt("it is an empty archive")
-    members = {}
-    for info in infos:
-        name = info.filename.removesuffix(".npy")
-        if not info.filename.endswith(".npy") or not allowed(name):
-            raise _Corrupt(f"unexpected member {info.filename[:60]!r} in the archive")
-        if name in members:
-            raise _Corrupt(f"the archive holds {info.filename!r} twice")
-        if info.flag_bits & 0x1:
-            raise _Corrupt(f"the member {info.filename!r} is encrypted")
-        if info.compress_type == zipfile.ZIP_STORED:
-            if info.compress_size != info.file_size:
-                raise _Corrupt(f"the member {info.filename!r} declares {info.file_size} bytes but stores {info.compress_size}")
-        elif info.compress_type != zipfile.ZIP_DEFLATED:
-            raise _Corrupt(f"the member {info.filename!r} uses an unsupported compression")
-        elif info.file_size > _DEFLATE_RATIO * info.compress_size + 1024:
-            raise _Corrupt(f"the member {info.filename!r} declares {info.file_size} bytes, more than its data can hold")
-        members[name] = info
-    declared = sum(info.file_size for info in infos)
-    if declared > physical_memory():
-        raise _Corrupt(f"it declares {declared} bytes of arrays, more than this machine's memory")
-    return members
-
-
-def _layout(archive, info, name):
-    """(dtype, shape, fortran_order, data offset) from a member's .npy header, checked:
-    a plain number, bool or string dtype, and a shape whose bytes the member holds."""
-    with archive.open(info) as file:
-        version = np.lib.format.read_magic(file)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        if version not in read_header:
-            raise _Corrupt(f"the array {name} has an unsupported .npy version {version}")
-        try:
-            with warnings.catch_warnings():  # a mangled header's escapes warn as they are parsed
-                warnings.simplefilter("ignore")
-                shape, fortran_order, dtype = read_header[version](file)
-        except Exception as error:  # numpy parses the header with ast.literal_eval: any error of a parser
-            raise _Corrupt(f"the array {name} has a corrupt .npy header ({str(error)[:100]})") from None
-        offset = file.tell()
-    if dtype.hasobject:
-        raise _Corrupt(_PICKLED)
-    if dtype.kind not in "biufcUS" or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize == 0:
-        raise _Corrupt(f"the array {name} has dtype {dtype}; expected numbers, bools or strings")
-    if len(shape) > 32 or not all(type(n) is int and n >= 0 for n in shape):
-        raise _Corrupt(f"the array {name} declares an invalid shape {str(shape)[:60]}")
-    size = 1
-    for n in shape:
-        size *= n
-    if size * dtype.itemsize != info.file_size - offset:
-        raise _Corrupt(
-            f"the array {name} declares shape {shape} of {dtype} ({size * dtype.itemsize} bytes) "
-            f"but holds {info.file_size - offset} bytes"
-        )
-    return dtype, shape, fortran_order, offset
-
-
-def _array(archive, info, layout):
-    dtype, shape, fortran_order, offset = layout
-    with archive.open(info) as file:
-        file.seek(offset)
-        data = bytearray(info.file_size - offset)
-        if file.readinto(data) != len(data):
-            raise _Corrupt("the file is truncated")
-    if dtype.kind == "U" and (np.frombuffer(data, dtype=dtype.byteorder + "u4") > 0x10FFFF).any():
-        raise _Corrupt("the file is corrupt (a string holds a character that does not exist)")
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+        return header, {name: npz.array(archive, members[name], layouts[name]) for name in members}
 
 
 def _header(archive, info):
     """The JSON header, bounded in size and depth before it is parsed, checked against the schema."""
-    layout = _layout(archive, info, _HEADER)
+    layout = npz.layout(archive, info, _HEADER)
     dtype, shape = layout[:2]
     if dtype.kind != "U" or shape != ():
-        raise _Corrupt("the header is corrupt (not a text string)")
+        raise npz.Corrupt("the header is corrupt (not a text string)")
     if dtype.itemsize // 4 > MAX_HEADER_CHARS:
-        raise _Corrupt(f"the header is {dtype.itemsize // 4} characters long; at most {MAX_HEADER_CHARS} are read")
-    text = str(_array(archive, info, layout)[()])
+        raise npz.Corrupt(f"the header is {dtype.itemsize // 4} characters long; at most {MAX_HEADER_CHARS} are read")
+    text = str(npz.array(archive, info, layout)[()])
     depth = _json_depth(text)
     if depth > MAX_DEPTH:
-        raise _Corrupt(f"the header nests {depth} levels deep; at most {MAX_DEPTH} are read")
+        raise npz.Corrupt(f"the header nests {depth} levels deep; at most {MAX_DEPTH} are read")
     try:
         header = json.loads(text)
     except (ValueError, RecursionError):
-        raise _Corrupt("the header is corrupt (not JSON)") from None
+        raise npz.Corrupt("the header is corrupt (not JSON)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise _Corrupt("it is not a backprop file (its header names another format)")
+        raise npz.Corrupt("it is not a backprop file (its header names another format)")
     version = header.get("version")
     if version != FORMAT_VERSION or isinstance(version, bool):
-        raise _Corrupt(
+        raise npz.Corrupt(
             f"it has format version {str(version)[:20]}; this backprop reads version {FORMAT_VERSION} "
             "(upgrade backprop to read it)"
         )
@@ -449,12 +332,12 @@ def _header(archive, info):
     kind = header.get("kind")
     expected = keys.get(kind) if isinstance(kind, str) else None
     if expected is None or header.keys() != expected:
-        raise _Corrupt(
+        raise npz.Corrupt(
             f"the header is corrupt (kind {str(header.get('kind'))[:20]!r} with fields {sorted(header)[:8]}; "
             f"expected a model with {sorted(keys['model'])} or a tree with {sorted(keys['tree'])})"
         )
     if header["kind"] == "model" and not isinstance(header["metadata"], dict):
-        raise _Corrupt("the header is corrupt (a model's metadata must be an object)")
+        raise npz.Corrupt("the header is corrupt (a model's metadata must be an object)")
     return header
 
 
@@ -472,16 +355,16 @@ def _check_model_layout(header, layouts):
     tree = header["tree"]
     if not (isinstance(tree, dict) and "dict" in tree and all(
             isinstance(key, str) and isinstance(node, dict) and "array" in node for key, node in tree["dict"])):
-        raise _Corrupt("the file is corrupt (a model's weights must be a dict of arrays)")
+        raise npz.Corrupt("the file is corrupt (a model's weights must be a dict of arrays)")
     shapes = {key: layouts[node["array"]][1] for key, node in tree["dict"]}
     for key, node in tree["dict"]:
         if layouts[node["array"]][0].kind != "f":
-            raise _Corrupt(f"the weight {key} has dtype {layouts[node['array']][0]}; weights are floating point")
+            raise npz.Corrupt(f"the weight {key} has dtype {layouts[node['array']][0]}; weights are floating point")
     expected = _parameter_shapes(header["config"])
     if shapes != expected:
         differ = sorted(k for k in shapes.keys() | expected.keys() if shapes.get(k) != expected.get(k))
         name = differ[0]
-        raise _Corrupt(
+        raise npz.Corrupt(
             f"the weights do not fit the architecture: {name} has shape {shapes.get(name, 'none')} in the "
             f"file but the architecture needs {expected.get(name, 'none')}"
         )
@@ -493,11 +376,11 @@ def _parameter_shapes(config, prefix=""):
     Linear is the one built-in layer with parameters (tests/test_io_hostile.py checks this
     against every registered layer); the checks on its arguments are its own."""
     if not isinstance(config, dict) or not isinstance(config.get("type"), str):
-        raise _Corrupt("the model architecture is corrupt (a layer is not an object with a 'type')")
+        raise npz.Corrupt("the model architecture is corrupt (a layer is not an object with a 'type')")
     if config["type"] == "Sequential":
         layers = config.get("layers")
         if not isinstance(layers, list):
-            raise _Corrupt("the model architecture is corrupt (a Sequential without a 'layers' list)")
+            raise npz.Corrupt("the model architecture is corrupt (a Sequential without a 'layers' list)")
         shapes = {}
         for i, layer in enumerate(layers):
             shapes.update(_parameter_shapes(layer, f"{prefix}{i}."))
@@ -506,8 +389,8 @@ def _parameter_shapes(config, prefix=""):
         return {}
     args = config.get("args")
     if not isinstance(args, dict):
-        raise _Corrupt("the model architecture is corrupt (a Linear layer without args)")
+        raise npz.Corrupt("the model architecture is corrupt (a Linear layer without args)")
     n_in, n_out, bias = args.get("in_features"), args.get("out_features"), args.get("bias", True)
     if not all(type(n) is int and n >= 1 for n in (n_in, n_out)) or type(bias) is not bool:
-        raise _Corrupt(f"the model architecture is corrupt (Linear args {str(args)[:80]})")
+        raise npz.Corrupt(f"the model architecture is corrupt (Linear args {str(args)[:80]})")
     return {f"{prefix}weight": (n_out, n_in), **({f"{prefix}bias": (n_out,)} if bias else {})}

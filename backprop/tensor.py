@@ -29,12 +29,13 @@ import numbers
 import weakref
 
 from backprop import backend, ops, shape_ops
-from backprop.tensor_methods import TensorMethods
+from backprop.tensor_methods import TensorMethods, operand
 
 _grad_enabled = True
 _creation_order = itertools.count()  # Tensor._seq: a node is always numbered after its inputs
 _recorder = contextvars.ContextVar("backprop_recorder", default=None)  # the list ``recording`` yields
 _in_place_edits = 0  # counts the in-place operations (x -= y ...)
+_grad_assignments = 0  # counts the times any Tensor's .grad became another Tensor or None
 _edited_memory = {}  # id of an array that owns memory -> {id of a view changed in place: (weak reference, last edit)}
 
 
@@ -48,6 +49,13 @@ class no_grad(contextlib.ContextDecorator):
     def __exit__(self, *exc):
         global _grad_enabled
         _grad_enabled = self._previous
+
+
+def grad_assignments():
+    """A number that changes whenever some Tensor's ``.grad`` is set or made (not when its
+    values change in place): whoever saw every ``.grad`` it cares about still in place
+    at one count knows they are at the same count."""
+    return _grad_assignments
 
 
 def is_grad_enabled():
@@ -148,6 +156,8 @@ class Tensor(TensorMethods):
 
     @grad.setter
     def grad(self, value):
+        global _grad_assignments
+        _grad_assignments += 1
         if value is not None:
             if not isinstance(value, Tensor):
                 raise TypeError(f"assigned grad expected to be a Tensor or None; got {type(value).__name__}")
@@ -297,7 +307,7 @@ class Tensor(TensorMethods):
                 f"{symbol} on a Tensor that requires grad (or with one): an in-place operation is not recorded; "
                 "compute a new Tensor (x = x - y), or update parameters inside `with no_grad():`"
             )
-        other = _operand(other)
+        other = operand(other)
         if hasattr(other, "dtype"):
             backend.same_device(self.data, other, symbol)
         if isinstance(ufunc, str):
@@ -328,44 +338,7 @@ class Tensor(TensorMethods):
     def __getitem__(self, index):
         return shape_ops.getitem(self, _index_array(index))
 
-    def __eq__(self, other):
-        return Tensor(self.data == _operand(other))
-
-    def __ne__(self, other):
-        return Tensor(self.data != _operand(other))
-
     __hash__ = object.__hash__  # a Tensor is a key by identity (optimizer state), as in PyTorch
-
-    # Logic and integer arithmetic, elementwise; no gradient flows through them.
-    def __and__(self, other):
-        return Tensor(self.data & _operand(other))
-
-    def __or__(self, other):
-        return Tensor(self.data | _operand(other))
-
-    def __xor__(self, other):
-        return Tensor(self.data ^ _operand(other))
-
-    def __invert__(self):
-        return Tensor(~self.data)
-
-    def __floordiv__(self, other):
-        return Tensor(self.data // _operand(other))
-
-    def __mod__(self, other):
-        return Tensor(self.data % _operand(other))
-
-    def __lt__(self, other):
-        return Tensor(self.data < _operand(other))
-
-    def __le__(self, other):
-        return Tensor(self.data <= _operand(other))
-
-    def __gt__(self, other):
-        return Tensor(self.data > _operand(other))
-
-    def __ge__(self, other):
-        return Tensor(self.data >= _operand(other))
 
     # -- the chain rule ----------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
@@ -428,6 +401,8 @@ class Tensor(TensorMethods):
             # Own the array: a view, a broadcast, or an array another leaf holds is copied.
             g = g.copy() if (not g.flags.owndata or id(g) in handed_out) else g
             handed_out.add(id(g))
+            global _grad_assignments
+            _grad_assignments += 1
             self._grad = Tensor.__new__(Tensor)
             self._grad._setup(g, False, None, ())
         else:
@@ -525,10 +500,5 @@ def _dtype_name(name):
     return True
 
 
-def _operand(other):
-    """The other side of a comparison or an in-place operation: a Tensor's array, anything
-    else as it is (a number, an array)."""
-    return other.data if isinstance(other, Tensor) else other
-
-
-__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "recording", "array_of"]
+__all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "grad_assignments", "recording",
+           "array_of"]

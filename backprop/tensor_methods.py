@@ -47,6 +47,46 @@ class TensorMethods:
     def element_size(self):
         return self.data.itemsize
 
+    # -- comparisons, logic and integer arithmetic: elementwise, outside the graph ----------
+    def _elementwise(self, result):
+        return self._from_op(backend.namespace(self.data).asarray(result), None, ())
+
+    def __eq__(self, other):
+        return self._elementwise(self.data == operand(other))
+
+    def __ne__(self, other):
+        return self._elementwise(self.data != operand(other))
+
+    def __lt__(self, other):
+        return self._elementwise(self.data < operand(other))
+
+    def __le__(self, other):
+        return self._elementwise(self.data <= operand(other))
+
+    def __gt__(self, other):
+        return self._elementwise(self.data > operand(other))
+
+    def __ge__(self, other):
+        return self._elementwise(self.data >= operand(other))
+
+    def __and__(self, other):
+        return self._elementwise(self.data & operand(other))
+
+    def __or__(self, other):
+        return self._elementwise(self.data | operand(other))
+
+    def __xor__(self, other):
+        return self._elementwise(self.data ^ operand(other))
+
+    def __invert__(self):
+        return self._elementwise(~self.data)
+
+    def __floordiv__(self, other):
+        return self._elementwise(self.data // operand(other))
+
+    def __mod__(self, other):
+        return self._elementwise(self.data % operand(other))
+
     # -- elementwise ---------------------------------------------------------------------
     def exp(self):
         return ops.exp(self)
@@ -115,10 +155,10 @@ class TensorMethods:
 
     def maximum(self, other):
         """The larger of the two, elementwise; the gradient goes to the chosen side (to self on a tie)."""
-        return ops.where(self.data >= _array(other), self, self._lift(other))
+        return ops.where(self.data >= operand(other), self, self._lift(other))
 
     def minimum(self, other):
-        return ops.where(self.data <= _array(other), self, self._lift(other))
+        return ops.where(self.data <= operand(other), self, self._lift(other))
 
     def softmax(self, dim=-1, *, axis=None):
         return ops.softmax(self, _dim(dim, axis, "softmax"))
@@ -173,14 +213,14 @@ class TensorMethods:
         values = shape_ops.gather(self, dim, indices)
         if not keepdim:
             values, indices = values.squeeze(dim), indices.squeeze(dim)
-        return MaxMin(values, self._from_op(indices, None, ()))
+        return MaxMin(values, self._elementwise(indices))
 
     def any(self, dim=None, keepdim=False):
         """Whether any element is nonzero (along ``dim``), as a bool Tensor."""
-        return self._from_op(backend.namespace(self.data).asarray(self.data.any(axis=dim, keepdims=keepdim)), None, ())
+        return self._elementwise(self.data.any(axis=dim, keepdims=keepdim))
 
     def all(self, dim=None, keepdim=False):
-        return self._from_op(backend.namespace(self.data).asarray(self.data.all(axis=dim, keepdims=keepdim)), None, ())
+        return self._elementwise(self.data.all(axis=dim, keepdims=keepdim))
 
     def argmax(self, dim=None, keepdim=False, *, axis=None):
         """The index of the largest element (of the flattened Tensor when ``dim`` is None)."""
@@ -190,8 +230,7 @@ class TensorMethods:
         return self._arg("argmin", _dim(dim, axis, "argmin"), keepdim)
 
     def _arg(self, name, dim, keepdim):
-        found = getattr(self.data, name)(axis=dim, keepdims=keepdim)
-        return self._from_op(backend.namespace(self.data).asarray(found, dtype="int64"), None, ())
+        return self._elementwise(getattr(self.data, name)(axis=dim, keepdims=keepdim).astype("int64"))
 
     # -- shape (views where NumPy can make one) ---------------------------------------------
     def reshape(self, *shape):
@@ -249,7 +288,7 @@ class TensorMethods:
         return shape_ops.transpose(self)
 
     def gather(self, dim, index):
-        return shape_ops.gather(self, dim, _array(index))
+        return shape_ops.gather(self, dim, operand(index))
 
     def clone(self):
         """A copy in memory of its own, still in the graph (the gradient flows back)."""
@@ -283,10 +322,10 @@ class TensorMethods:
 
     # -- in place, named (PyTorch's trailing underscore) -------------------------------------
     def add_(self, other, alpha=1):
-        return self._in_place(other if alpha == 1 else _array(other) * alpha, "add", "add_")
+        return self._in_place(other if alpha == 1 else operand(other) * alpha, "add", "add_")
 
     def sub_(self, other, alpha=1):
-        return self._in_place(other if alpha == 1 else _array(other) * alpha, "subtract", "sub_")
+        return self._in_place(other if alpha == 1 else operand(other) * alpha, "subtract", "sub_")
 
     def mul_(self, other):
         return self._in_place(other, "multiply", "mul_")
@@ -320,6 +359,7 @@ def _count(shape, dim):
     return count
 
 
-def _array(x):
-    """A Tensor's array, anything else as it is."""
+def operand(x):
+    """The other side of a comparison or an in-place operation: a Tensor's array, anything
+    else as it is (a number, an array)."""
     return x.data if isinstance(x, TensorMethods) else x

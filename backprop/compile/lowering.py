@@ -18,7 +18,7 @@ from collections import Counter
 
 from backprop.backend import xp
 from backprop.ops import vjp_parts
-from backprop.tensor import Tensor
+from backprop.tensor import Tensor, grad_assignments
 
 
 class PythonTarget:
@@ -121,6 +121,7 @@ class Plan:
             self.leaves.append((slot[id(leaf)], leaf, xp.empty_like(leaf.data) if buffer is None else buffer))
         self.written = _written_into(self.instructions, self.leaves, nodes + leaves)
         self.grads = [(p, Tensor(buffer)) for _, p, buffer in self.leaves]  # each p.grad, over its buffer
+        self._shared = None  # grad_assignments() when they were last shared
         self.idle = [p for p in step.params if id(p) not in slot]  # zero_grad() leaves them no gradient
         self.passes = self.run = None
         self.compiled = None  # what a thread made for ``adopt``: (function, arguments, moved) or why not
@@ -150,10 +151,13 @@ class Plan:
         self._share_gradients()
 
     def _share_gradients(self):
+        if self._shared == grad_assignments():  # each p.grad is still its buffer's
+            return
         for p, grad in self.grads:
             p.grad = grad
         for p in self.idle:
             p.grad = None
+        self._shared = grad_assignments()
 
     def adopt(self, made):
         """Run the step by the function ``made`` = (function, arguments, moved) from now on,

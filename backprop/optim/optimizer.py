@@ -35,7 +35,7 @@ from operator import attrgetter, getitem, is_
 
 from backprop import backend
 from backprop.backend import xp
-from backprop.tensor import Tensor
+from backprop.tensor import Tensor, grad_assignments
 
 # torch.optim's range checks, one per hyperparameter name (the same in every rule), written
 # `not 0 <= value` as torch writes them, so NaN is refused too.
@@ -350,6 +350,7 @@ class FlatGroup:
             view[...] = p.data
             p.data = view
         self.grad_views = self.views(self.grad)
+        self.gathered = None  # grad_assignments() when every p.grad was its view of grad
         self.scratch = Scratch()
         self.state, self.state_views = {}, {}
         self.view_keys, self.view_list = [], []
@@ -403,11 +404,17 @@ class FlatGroup:
 
     def gather_grads(self):
         """Copy the parameters' gradients into ``grad``; False if one has none."""
+        if self.gathered == grad_assignments():  # every p.grad is still its view of grad
+            return True
+        views = 0
         for g, view in zip(map(_GRAD, self.params), self.grad_views):
             if g is None:
                 return False
-            if g.data is not view:  # else a compiled step wrote it in place
+            if g.data is view:  # a compiled step wrote it in place
+                views += 1
+            else:
                 view[...] = g.data
+        self.gathered = grad_assignments() if views == len(self.params) else None
         return True
 
     def share_state(self, state):
