@@ -5,7 +5,7 @@ every name in ``METHODS`` (a number or an array is lifted to a Tensor first); th
 from backprop import shape_ops
 from backprop.backend import namespace
 from backprop.tensor import Tensor, as_tensor
-from backprop.tensor_methods import _dim
+from backprop.tensor_methods import dimension
 
 # The Tensor methods that are module functions too, with the same arguments after ``input``.
 METHODS = (
@@ -38,7 +38,7 @@ def _tensors(tensors, name):
 def cat(tensors, dim=None, *, axis=None):
     """The Tensors joined along an existing dimension (0 by default); the gradient is cut
     back into pieces."""
-    return shape_ops.concatenate(_tensors(tensors, "cat"), _dim(dim, axis, "cat") or 0)
+    return shape_ops.concatenate(_tensors(tensors, "cat"), dimension(dim, axis, "cat") or 0)
 
 
 concat = concatenate = cat
@@ -46,7 +46,7 @@ concat = concatenate = cat
 
 def stack(tensors, dim=None, *, axis=None):
     """The Tensors joined along a new dimension (0 by default)."""
-    return shape_ops.stack(_tensors(tensors, "stack"), _dim(dim, axis, "stack") or 0)
+    return shape_ops.stack(_tensors(tensors, "stack"), dimension(dim, axis, "stack") or 0)
 
 
 def _arrays(input, other):

@@ -208,32 +208,6 @@ class Tensor(TensorMethods):
     def cpu(self):
         return self.to("cpu")
 
-    def item(self):
-        if self.data.size != 1:
-            raise ValueError(f"item() needs a Tensor with one element; got shape {self.shape}")
-        return self.data.item()
-
-    def __float__(self):
-        return float(self.item())
-
-    def __int__(self):
-        return int(self.item())
-
-    def __index__(self):
-        """An integer Tensor of one element as an index (``classes[t.argmax()]``)."""
-        if self.data.dtype.kind not in "iub":
-            raise TypeError(f"only integer Tensors of one element can be an index; got dtype {self.dtype}")
-        return int(self.item())
-
-    def __bool__(self):
-        """The truth of a one-element Tensor; more elements are ambiguous (as PyTorch)."""
-        if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a Tensor of {self.data.size} elements is ambiguous")
-        return bool(self.data)
-
-    def tolist(self):
-        return self.data.tolist()
-
     def detach(self):
         """The same values, cut from the graph (shares memory, as in PyTorch)."""
         return Tensor(self.data)

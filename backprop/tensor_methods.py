@@ -15,7 +15,7 @@ from backprop import backend, ops, shape_ops
 MaxMin = namedtuple("MaxMin", ["values", "indices"])
 
 
-def _dim(dim, axis, name):
+def dimension(dim, axis, name):
     """``dim``, or its alias ``axis``; one of them."""
     if axis is not None:
         if dim is not None:
@@ -46,6 +46,33 @@ class TensorMethods:
 
     def element_size(self):
         return self.data.itemsize
+
+    # -- Python numbers ------------------------------------------------------------------
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a Tensor with one element; got shape {self.shape}")
+        return self.data.item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        """An integer Tensor of one element as an index (``classes[t.argmax()]``)."""
+        if self.data.dtype.kind not in "iub":
+            raise TypeError(f"only integer Tensors of one element can be an index; got dtype {self.dtype}")
+        return int(self.item())
+
+    def __bool__(self):
+        """The truth of a one-element Tensor; more elements are ambiguous (as PyTorch)."""
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a Tensor of {self.data.size} elements is ambiguous")
+        return bool(self.data)
+
+    def tolist(self):
+        return self.data.tolist()
 
     # -- comparisons, logic and integer arithmetic: elementwise, outside the graph ----------
     def _elementwise(self, result):
@@ -161,21 +188,21 @@ class TensorMethods:
         return ops.where(self.data <= operand(other), self, self._lift(other))
 
     def softmax(self, dim=-1, *, axis=None):
-        return ops.softmax(self, _dim(dim, axis, "softmax"))
+        return ops.softmax(self, dimension(dim, axis, "softmax"))
 
     def log_softmax(self, dim=-1, *, axis=None):
-        return ops.log_softmax(self, _dim(dim, axis, "log_softmax"))
+        return ops.log_softmax(self, dimension(dim, axis, "log_softmax"))
 
     # -- reductions ------------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return shape_ops.sum(self, _dim(dim, axis, "sum"), keepdim if keepdims is None else keepdims)
+        return shape_ops.sum(self, dimension(dim, axis, "sum"), keepdim if keepdims is None else keepdims)
 
     def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return shape_ops.mean(self, _dim(dim, axis, "mean"), keepdim if keepdims is None else keepdims)
+        return shape_ops.mean(self, dimension(dim, axis, "mean"), keepdim if keepdims is None else keepdims)
 
     def var(self, dim=None, keepdim=False, *, correction=1, unbiased=None, axis=None, keepdims=None):
         """sum (x - mean)^2 / (n - correction) over ``dim`` (n - 1 by default, as PyTorch)."""
-        dim, keepdim = _dim(dim, axis, "var"), keepdim if keepdims is None else keepdims
+        dim, keepdim = dimension(dim, axis, "var"), keepdim if keepdims is None else keepdims
         correction = correction if unbiased is None else int(unbiased)
         shape = self.data.shape
         n = self.data.size if dim is None else _count(shape, dim)
@@ -196,15 +223,15 @@ class TensorMethods:
     def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         """The largest element over the dimensions ``dim`` (all by default), the gradient
         shared equally between tied elements (PyTorch's amax)."""
-        return shape_ops.max(self, _dim(dim, axis, "amax"), keepdim if keepdims is None else keepdims)
+        return shape_ops.max(self, dimension(dim, axis, "amax"), keepdim if keepdims is None else keepdims)
 
     def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return shape_ops.min(self, _dim(dim, axis, "amin"), keepdim if keepdims is None else keepdims)
+        return shape_ops.min(self, dimension(dim, axis, "amin"), keepdim if keepdims is None else keepdims)
 
     def _extreme(self, name, dim, keepdim, axis, keepdims):
         if isinstance(dim, TensorMethods) or hasattr(dim, "ndim"):  # max(other): elementwise
             return self.maximum(dim) if name == "max" else self.minimum(dim)
-        dim, keepdim = _dim(dim, axis, name), keepdim if keepdims is None else keepdims
+        dim, keepdim = dimension(dim, axis, name), keepdim if keepdims is None else keepdims
         if isinstance(dim, tuple):
             raise TypeError(f"{name}(dim) takes one dimension; a{name}(dim) reduces over several")
         if dim is None:
@@ -224,10 +251,10 @@ class TensorMethods:
 
     def argmax(self, dim=None, keepdim=False, *, axis=None):
         """The index of the largest element (of the flattened Tensor when ``dim`` is None)."""
-        return self._arg("argmax", _dim(dim, axis, "argmax"), keepdim)
+        return self._arg("argmax", dimension(dim, axis, "argmax"), keepdim)
 
     def argmin(self, dim=None, keepdim=False, *, axis=None):
-        return self._arg("argmin", _dim(dim, axis, "argmin"), keepdim)
+        return self._arg("argmin", dimension(dim, axis, "argmin"), keepdim)
 
     def _arg(self, name, dim, keepdim):
         return self._elementwise(getattr(self.data, name)(axis=dim, keepdims=keepdim).astype("int64"))
