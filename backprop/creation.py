@@ -11,11 +11,10 @@ The random numbers are NumPy's (``backprop.random``): a seed gives other values 
 PyTorch.
 """
 
-import builtins
-
 from backprop import backend, random
 from backprop.backend import xp
 from backprop.tensor import Tensor, array_of
+from backprop.tensor_methods import shape_of
 
 float16 = half = xp.dtype("float16")
 float32 = float = xp.dtype("float32")
@@ -35,18 +34,12 @@ def _made(array, dtype, device, requires_grad):
     return Tensor(array_of(array, dtype), requires_grad=requires_grad, device=device)
 
 
-def _size(size):
-    """A size given as numbers or as one sequence, as a tuple of ints."""
-    size = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], (builtins.int, Tensor)) else size
-    return tuple(builtins.int(n) for n in size)
-
-
 def zeros(*size, dtype=None, device=None, requires_grad=False):
-    return _made(xp.zeros(_size(size), dtype or float32), dtype, device, requires_grad)
+    return _made(xp.zeros(shape_of(size), dtype or float32), dtype, device, requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False):
-    return _made(xp.ones(_size(size), dtype or float32), dtype, device, requires_grad)
+    return _made(xp.ones(shape_of(size), dtype or float32), dtype, device, requires_grad)
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False):
@@ -56,7 +49,7 @@ def empty(*size, dtype=None, device=None, requires_grad=False):
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     """``size`` filled with ``fill_value`` (its dtype: a bool, an int64, else float32)."""
-    return _made(xp.full(_size((size,)), fill_value, dtype), dtype, device, requires_grad)
+    return _made(xp.full(shape_of((size,)), fill_value, dtype), dtype, device, requires_grad)
 
 
 def _like(input, dtype, device):
@@ -110,12 +103,12 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
 
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
     """Uniform on [0, 1)."""
-    return _made(random.generator(generator).random(_size(size)), dtype, device, requires_grad)
+    return _made(random.generator(generator).random(shape_of(size)), dtype, device, requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
     """Standard normal."""
-    return _made(random.generator(generator).standard_normal(_size(size)), dtype, device, requires_grad)
+    return _made(random.generator(generator).standard_normal(shape_of(size)), dtype, device, requires_grad)
 
 
 def randint(low=0, high=None, size=None, generator=None, dtype=None, device=None, requires_grad=False):
@@ -124,7 +117,7 @@ def randint(low=0, high=None, size=None, generator=None, dtype=None, device=None
         low, high, size = 0, low, high
     if high is None or size is None:
         raise TypeError("randint needs high and size: randint(high, size) or randint(low, high, size)")
-    values = random.generator(generator).integers(low, high, _size((size,)), dtype=xp.int64)
+    values = random.generator(generator).integers(low, high, shape_of((size,)), dtype=xp.int64)
     return _made(values, dtype, device, requires_grad)
 
 

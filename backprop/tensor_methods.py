@@ -24,9 +24,12 @@ def dimension(dim, axis, name):
     return tuple(dim) if isinstance(dim, list) else dim
 
 
-def _shape(shape):
-    """A shape given as numbers (``view(2, 3)``) or as one sequence (``view((2, 3))``)."""
-    return tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else tuple(shape)
+def shape_of(shape):
+    """A shape given as numbers (``view(2, 3)``) or as one sequence (``view((2, 3))``), as
+    a tuple of ints."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(n) for n in shape)
 
 
 class TensorMethods:
@@ -261,7 +264,7 @@ class TensorMethods:
 
     # -- shape (views where NumPy can make one) ---------------------------------------------
     def reshape(self, *shape):
-        return shape_ops.reshape(self, _shape(shape))
+        return shape_ops.reshape(self, shape_of(shape))
 
     view = reshape
 
@@ -302,7 +305,7 @@ class TensorMethods:
 
     def permute(self, *dims):
         """This Tensor with its dimensions in the order ``dims``."""
-        return shape_ops.transpose(self, _shape(dims))
+        return shape_ops.transpose(self, shape_of(dims))
 
     def t(self):
         """The transpose of a matrix (a vector as it is), as PyTorch's ``t()``."""
