@@ -36,6 +36,7 @@ _creation_order = itertools.count()  # Tensor._seq: a node is always numbered af
 _recorder = contextvars.ContextVar("backprop_recorder", default=None)  # the list ``recording`` yields
 _in_place_edits = 0  # counts the in-place operations (x -= y ...)
 _grad_assignments = 0  # counts the times any Tensor's .grad became another Tensor or None
+_callbacks = None  # during backward(): what queue_callback asked to run at its end
 _edited_memory = {}  # id of an array that owns memory -> {id of a view changed in place: (weak reference, last edit)}
 
 
@@ -49,6 +50,14 @@ class no_grad(contextlib.ContextDecorator):
     def __exit__(self, *exc):
         global _grad_enabled
         _grad_enabled = self._previous
+
+
+def queue_callback(callback):
+    """Call ``callback()`` when the backward pass running now has finished (as PyTorch's
+    engine lets its DistributedDataParallel wait for its last gradients)."""
+    if _callbacks is None:
+        raise RuntimeError("queue_callback() works only during a backward pass (from a hook)")
+    _callbacks.append(callback)
 
 
 def grad_assignments():
@@ -77,7 +86,8 @@ class Tensor(TensorMethods):
     "cuda") moves the data there; by default it stays where it is (Python data: "cpu").
     """
 
-    __slots__ = ("data", "_grad", "requires_grad", "_parents", "_op", "_retains_grad", "_seq", "_mark", "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_parents", "_op", "_retains_grad", "_seq", "_mark", "_hooks",
+                 "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -99,6 +109,7 @@ class Tensor(TensorMethods):
         self._retains_grad = False
         self._seq = next(_creation_order)
         self._mark = _in_place_edits  # the in-place edits made before this Tensor was
+        self._hooks = None  # {"grad": [hook, ...], "post_accumulate": [...]} once one is registered
 
     @staticmethod
     def _from_op(data, op, parents, kernel=None):
@@ -186,27 +197,6 @@ class Tensor(TensorMethods):
     def numpy(self):
         """The values as a NumPy array: ``.data`` itself on the CPU, a copy from the GPU."""
         return backend.to_host(self.data)
-
-    def to(self, *args, dtype=None, device=None):
-        """This Tensor on a device ("cpu" or "cuda") and/or in a dtype, as PyTorch's
-        ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other)``: itself if it is
-        there already, else a copy that the gradient flows back through."""
-        for arg in args:
-            if isinstance(arg, Tensor):
-                device, dtype = arg.device, arg.dtype
-            elif isinstance(arg, str) and not _dtype_name(arg):
-                device = arg
-            else:
-                dtype = arg
-        out = self
-        if device is not None and out.device != backend.check_device(device):
-            out = shape_ops.to(out, device)
-        if dtype is not None and out.data.dtype != backend.xp.dtype(dtype):
-            out = shape_ops.astype(out, dtype)
-        return out
-
-    def cpu(self):
-        return self.to("cpu")
 
     def detach(self):
         """The same values, cut from the graph (shares memory, as in PyTorch)."""
@@ -340,13 +330,28 @@ class Tensor(TensorMethods):
         # The nodes with a gradient, newest first. A node's users are all newer, so by the
         # time it comes out of the heap every contribution to its gradient has arrived.
         pending = [(-self._seq, self)]
+        global _callbacks
+        outer, _callbacks = _callbacks, []
+        try:
+            self._walk(grads, handed_out, pending, retain_graph)
+            for callback in _callbacks:  # a callback may queue another: it runs too
+                callback()
+        finally:
+            _callbacks = outer
+
+    def _walk(self, grads, handed_out, pending, retain_graph):
+        """The chain rule over the graph, newest node first (``backward``'s loop)."""
         pop, push = heapq.heappop, heapq.heappush
         while pending:
             node = pop(pending)[1]
             g = grads.pop(id(node))
+            if node._hooks is not None:
+                g = node.hooked_gradient(g)
             parents = node._parents
             if node._op is None:
                 node._accumulate(g, handed_out)
+                if node._hooks is not None:
+                    node.after_accumulating()
                 continue
             if node._retains_grad:
                 node._accumulate(g, handed_out)
@@ -466,13 +471,5 @@ def _check_saved(node):
                     )
 
 
-def _dtype_name(name):
-    try:
-        backend.xp.dtype(name)
-    except TypeError:
-        return False
-    return True
-
-
 __all__ = ["Tensor", "tensor", "as_tensor", "where", "no_grad", "is_grad_enabled", "grad_assignments", "recording",
-           "array_of"]
+           "array_of", "queue_callback"]

@@ -327,7 +327,72 @@ class TensorMethods:
     def contiguous(self):
         return self
 
-    # -- dtypes -------------------------------------------------------------------------------
+    # -- hooks: the chain rule tells the caller as it goes ------------------------------------
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` each time dL/d(self) has been computed in a backward pass,
+        before it is used (or, for a leaf, accumulated); a Tensor it returns replaces the
+        gradient. Returns a handle whose ``remove()`` takes the hook away."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a Tensor that does not require grad")
+        return self._add_hook("grad", hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """For a leaf: call ``hook(self)`` each time a backward pass has accumulated its
+        ``.grad`` (where PyTorch's DistributedDataParallel starts averaging it)."""
+        if not self.is_leaf:
+            raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf Tensors")
+        return self._add_hook("post_accumulate", hook)
+
+    def _add_hook(self, kind, hook):
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable; got {type(hook).__name__}")
+        if self._hooks is None:
+            self._hooks = {"grad": [], "post_accumulate": []}
+        self._hooks[kind].append(hook)
+        return RemovableHandle(self._hooks[kind], hook)
+
+    @property
+    def has_hooks(self):
+        """Whether a backward pass calls back into user code for this Tensor."""
+        return self._hooks is not None and any(self._hooks.values())
+
+    def hooked_gradient(self, g):
+        """The gradient array ``g`` after this Tensor's gradient hooks (``backward`` calls it)."""
+        for hook in list(self._hooks["grad"]):
+            result = hook(self._elementwise(g))
+            if result is not None:
+                result = operand(result)
+                if result.shape != g.shape:
+                    raise RuntimeError(f"a gradient hook returned shape {result.shape}; the gradient has {g.shape}")
+                g = result
+        return g
+
+    def after_accumulating(self):
+        for hook in list(self._hooks["post_accumulate"]):
+            hook(self)
+
+    # -- devices and dtypes ---------------------------------------------------------------------
+    def to(self, *args, dtype=None, device=None):
+        """This Tensor on a device ("cpu" or "cuda") and/or in a dtype, as PyTorch's
+        ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other)``: itself if it is
+        there already, else a copy that the gradient flows back through."""
+        for arg in args:
+            if isinstance(arg, TensorMethods):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, str) and not _dtype_name(arg):
+                device = arg
+            else:
+                dtype = arg
+        out = self
+        if device is not None and out.device != backend.check_device(device):
+            out = shape_ops.to(out, device)
+        if dtype is not None and out.data.dtype != backend.xp.dtype(dtype):
+            out = shape_ops.astype(out, dtype)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
     def type(self, dtype=None):
         """With a dtype, this Tensor cast to it; without, the name of its dtype."""
         return str(self.data.dtype) if dtype is None else self.to(dtype)
@@ -379,6 +444,25 @@ class TensorMethods:
 
 def _put(a, value, out):
     backend.namespace(a).copyto(out, value)
+
+
+class RemovableHandle:
+    """What registering a hook returns: ``remove()`` takes the hook away again."""
+
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def _dtype_name(name):
+    try:
+        backend.xp.dtype(name)
+    except TypeError:
+        return False
+    return True
 
 
 def _count(shape, dim):

@@ -290,6 +290,8 @@ def _plan(step, calls, inputs, output, loss, grad_buffers):
     seen, stack = {id(loss)}, [loss]
     while stack:
         node = stack.pop()
+        if node.has_hooks:
+            return "a backward hook is registered on a Tensor of the step (it must run in backward)"
         if node.is_leaf:
             if id(node) not in params:
                 return "a leaf that requires grad is not a parameter of the optimizer"
