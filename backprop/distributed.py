@@ -16,7 +16,7 @@ process stepping on B would, and the weights stay identical on every rank.
   without ``mpiexec`` is a job of world size 1.
 - ``DistributedSampler`` gives each rank its shard of each epoch's order.
 - ``DistributedDataParallel(model)`` broadcasts the weights from rank 0 and averages
-  the gradients (``average_gradients()``, called after ``backward()``).
+  the gradients during ``backward()``, as PyTorch's.
 - ``fit(..., distributed=True)`` uses them through ``DataParallelFit``.
 - ``launch(n, argv)`` re-runs a command under ``mpiexec -n n`` on this machine.
 
@@ -35,13 +35,15 @@ import os
 import shutil
 import subprocess
 import sys
+import types
+import weakref
 import time
 
 from backprop.backend import xp
 from backprop.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 from backprop.nn import Module
 from backprop.random import generator
-from backprop.tensor import Tensor
+from backprop.tensor import Tensor, queue_callback
 
 __all__ = [
     "init",
@@ -132,6 +134,22 @@ def _all_sum(array):
     return array
 
 
+def _all_sum_started(array):
+    """Start summing ``array`` over the ranks, in place (a non-blocking Iallreduce); the
+    request's ``Wait()`` finishes it."""
+    from mpi4py import MPI
+
+    return _comm.Iallreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+
+
+def _all_max(array):
+    """The elementwise maximum of ``array`` over the ranks, in place."""
+    from mpi4py import MPI
+
+    _comm.Allreduce(MPI.IN_PLACE, array, op=MPI.MAX)
+    return array
+
+
 def _broadcast(array):
     """Rank 0's ``array`` on every rank, in place (one Bcast)."""
     if get_world_size() > 1:
@@ -200,67 +218,199 @@ class DistributedSampler(Sampler):
         return self.num_samples
 
 
+class BatchShares(Sampler):
+    """This rank's share of every global batch: one order of the examples (one process's,
+    as ``DistributedSampler(seed=None)`` draws it), cut into global batches of ``batch``,
+    each cut into N nearly equal contiguous pieces (``numpy.array_split``); rank k takes
+    the k-th. A ``DataLoader`` with ``batch_size=share(batch)`` then gives each rank its
+    piece of the same global batch at every step."""
+
+    def __init__(self, dataset, batch, num_replicas, rank, shuffle=True, drop_last=False):
+        self.order = DistributedSampler(dataset, 1, 0, shuffle=shuffle, seed=None)
+        self.n, self.batch, self.num_replicas, self.rank, self.drop_last = len(dataset), batch, num_replicas, rank, drop_last
+
+    def share(self, batch):
+        """This rank's number of examples in a global batch of ``batch``."""
+        return batch // self.num_replicas + (self.rank < batch % self.num_replicas)
+
+    def indices(self):
+        order = self.order.indices()
+        end = self.n - self.n % self.batch if self.drop_last else self.n
+        pieces = [xp.array_split(order[i : min(i + self.batch, end)], self.num_replicas)[self.rank]
+                  for i in range(0, end, self.batch)]
+        return xp.concatenate(pieces) if pieces else order[:0]
+
+    def __len__(self):
+        full, last = divmod(self.n, self.batch)
+        return full * self.share(self.batch) + (0 if self.drop_last else self.share(last))
+
+
 # -- the model: same weights everywhere, averaged gradients ----------------------------------
 class DistributedDataParallel(Module):
-    """``DistributedDataParallel(model)``: ``model`` on every rank, kept identical.
+    """``DistributedDataParallel(model)``: ``model`` on every rank, kept identical, as PyTorch's.
 
     At construction, rank 0's weights are broadcast to every rank. Calling it calls
-    ``model``. After ``loss.backward()``, ``average_gradients()`` replaces every
-    parameter's gradient by its mean over the ranks, with one ``Allreduce`` over one
-    flat buffer that holds all the gradients (and, per parameter, whether it has one:
-    a parameter without a gradient on every rank keeps ``grad = None``). backprop has
-    no backward hooks, so this is the one call a hand-written loop adds (``fit`` makes it)::
+    ``model``. During ``loss.backward()`` every parameter's gradient is replaced by its
+    mean over the ranks, so a PyTorch DDP loop runs unchanged::
 
         ddp = DistributedDataParallel(model)
-        loss = loss_fn(ddp(x), y); optimizer.zero_grad(); loss.backward()
-        ddp.average_gradients(); optimizer.step()
+        loss = loss_fn(ddp(x), y); optimizer.zero_grad(); loss.backward(); optimizer.step()
 
-    With more than one rank the gradients are left as views into the buffer. Save
-    ``ddp.module``, not ``ddp``.
+    As PyTorch's: the parameters are cut into buckets of about ``bucket_cap_mb`` MB, in
+    the reverse of their order (the order backward reaches them); when the last gradient
+    of a bucket has been accumulated (``register_post_accumulate_grad_hook``) the bucket's
+    ``Allreduce`` starts, non-blocking, while backward goes on; at the end of backward
+    (``queue_callback``) the rest are waited for and each gradient becomes its bucket's
+    average. A parameter without a gradient on every rank keeps ``grad = None``. Inside
+    ``with ddp.no_sync():`` gradients only accumulate locally; the next backward outside
+    averages the sum. ``average_gradients()`` averages by hand (for loops written before
+    backward did; after a synced backward it does nothing).
+
+    ``weigh_by_batch=True`` (what ``fit`` asks for, the ranks' shares of a batch differing
+    by one): each rank's gradient is weighted by the length of its batch (the first
+    argument of the call), so the step is that of one process on the whole batch, for a
+    loss that is a mean over the batch. Every ``check_every`` calls, the ranks
+    compare a checksum of their weights; a difference is one error naming the call.
+    Save ``ddp.module``, not ``ddp``.
     """
 
-    def __init__(self, module):
+    def __init__(self, module, bucket_cap_mb=25, check_every=100, weigh_by_batch=False):
         self.rank, self.world_size = init()
         self.module = module
-        self._params = list(module.parameters())
+        self._params = [p for p in module.parameters() if p.requires_grad]
         if not self._params:
-            raise ValueError("DistributedDataParallel: the model has no parameters")
+            raise ValueError("DistributedDataParallel: the model has no parameters that require grad")
         dtypes = {p.data.dtype for p in self._params}
         if len(dtypes) > 1:
             raise ValueError(
                 f"DistributedDataParallel: all parameters must share one dtype; got {sorted(map(str, dtypes))}"
             )
-        sizes = [p.data.size for p in self._params]
-        self._offsets = [0, *itertools.accumulate(sizes)]
-        self._flat = xp.empty(self._offsets[-1] + len(self._params), dtypes.pop())
+        self.require_backward_grad_sync, self.check_every, self.weigh_by_batch = True, int(check_every), weigh_by_batch
+        # what changes every step, kept off the module's attributes (a step's guard reads those)
+        self._step = types.SimpleNamespace(calls=0, syncing=False, averaged=False, share=None)
+        self._buckets = _Bucket.cut(self._params[::-1], float(bucket_cap_mb) * 2**20, dtypes.pop())
+        self._slot = {id(p): (bucket, k) for bucket in self._buckets for k, p in enumerate(bucket.params)}
+        if self.world_size > 1:
+            for p in self._params:  # the newest DistributedDataParallel of a parameter averages it
+                ref, handle = _HOOKS.get(id(p), (None, None))
+                if ref is not None and ref() is p:
+                    handle.remove()
+                _HOOKS[id(p)] = weakref.ref(p), p.register_post_accumulate_grad_hook(self._ready)
         self.broadcast_parameters()
 
     def forward(self, *args, **kwargs):
+        step = self._step
+        step.calls, step.averaged = step.calls + 1, False
+        step.share = len(args[0]) if self.weigh_by_batch else None
+        if self.world_size > 1 and self.check_every and step.calls % self.check_every == 0:
+            self._check_identical()
         return self.module(*args, **kwargs)
 
-    def _slices(self):
-        return zip(self._params, self._offsets[:-1], self._offsets[1:])
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Within: backward accumulates gradients on this rank only (gradient accumulation)."""
+        previous, self.require_backward_grad_sync = self.require_backward_grad_sync, False
+        try:
+            yield
+        finally:
+            self.require_backward_grad_sync = previous
 
     def broadcast_parameters(self):
-        """Copy rank 0's weights to every rank (one Bcast of the flat buffer)."""
-        for p, start, stop in self._slices():
-            self._flat[start:stop] = p.data.reshape(-1)
-        _broadcast(self._flat[: self._offsets[-1]])
-        for p, start, stop in self._slices():
-            p.data[...] = self._flat[start:stop].reshape(p.data.shape)
+        """Copy rank 0's weights to every rank (one Bcast per bucket)."""
+        for bucket in self._buckets:
+            for p, view in zip(bucket.params, bucket.views):
+                view[...] = p.data.reshape(-1)
+            _broadcast(bucket.flat[: bucket.size])
+            for p, view in zip(bucket.params, bucket.views):
+                p.data[...] = view.reshape(p.data.shape)
 
     def average_gradients(self):
-        """g <- (1/N) sum over the N ranks of g, for every parameter, in one Allreduce."""
-        if self.world_size == 1:
+        """g <- the mean over the ranks of g, for every parameter (by hand; a synced
+        backward has done it already)."""
+        if self.world_size == 1 or self._step.averaged:
             return
-        flat, has_grad = self._flat, self._flat[self._offsets[-1] :]
-        for i, (p, start, stop) in enumerate(self._slices()):
-            has_grad[i] = p.grad is not None
-            flat[start:stop] = p.grad.data.reshape(-1) if p.grad is not None else 0
-        _all_sum(flat)
-        flat[: self._offsets[-1]] /= self.world_size
-        for i, (p, start, stop) in enumerate(self._slices()):
-            p.grad = Tensor(flat[start:stop].reshape(p.data.shape)) if has_grad[i] else None
+        for p in self._params:
+            if p.grad is not None:
+                self._ready(p, by_hand=True)
+        self._finish()
+
+    def _ready(self, p, by_hand=False):
+        """A parameter's gradient is complete: into its bucket; the bucket's Allreduce
+        starts once all of its gradients are in."""
+        if not (self.require_backward_grad_sync or by_hand):
+            return
+        if not (self._step.syncing or by_hand):
+            self._step.syncing = True
+            queue_callback(self._finish)
+        bucket, k = self._slot[id(p)]
+        xp.multiply(p.grad.data.reshape(-1), 1.0 if self._step.share is None else self._step.share, out=bucket.views[k])
+        bucket.ready[k] = True
+        if all(bucket.ready):
+            bucket.start(self._step.share)
+
+    def _finish(self):
+        """The end of a synced backward: start the buckets still waiting (a parameter without
+        a gradient counts zero), wait for all, and hand each parameter its average."""
+        for bucket in self._buckets:
+            if bucket.request is None:
+                bucket.start(self._step.share)
+        for bucket in self._buckets:
+            bucket.request.Wait()
+            total = bucket.flat[-1]  # the ranks' weights summed: N, or the global batch
+            for k, (p, view) in enumerate(zip(bucket.params, bucket.views)):
+                has_grad = bucket.flat[bucket.size + k] > 0
+                view /= total
+                p.grad = Tensor(view.reshape(p.data.shape)) if has_grad else None
+            bucket.ready[:] = [False] * len(bucket.params)
+            bucket.request = None
+        self._step.syncing, self._step.averaged = False, True
+
+    def _check_identical(self):
+        checksum = xp.array([sum(float(xp.sum(p.data, dtype=xp.float64)) for p in self._params)] * 2)
+        checksum[1] = -checksum[1]
+        _all_max(checksum)
+        if checksum[0] != -checksum[1]:
+            raise RuntimeError(
+                f"DistributedDataParallel: the ranks' weights differ at call {self._step.calls} "
+                "(something changed them on one rank only)"
+            )
+
+
+_HOOKS = {}  # id of a parameter -> (a weak reference to it, the handle of its averaging hook)
+
+
+class _Bucket:
+    """Parameters whose gradients are averaged in one Allreduce: a flat buffer of their
+    gradients, then one flag per parameter (1 if it has a gradient), then the rank's weight."""
+
+    def __init__(self, params, dtype):
+        self.params = params
+        bounds = [0, *itertools.accumulate(p.data.size for p in params)]
+        self.size = bounds[-1]
+        self.flat = xp.zeros(self.size + len(params) + 1, dtype)
+        self.views = [self.flat[start:stop] for start, stop in zip(bounds, bounds[1:])]
+        self.ready = [False] * len(params)
+        self.request = None
+
+    @classmethod
+    def cut(cls, params, capacity, dtype):
+        """``params`` in order, in buckets of about ``capacity`` bytes each."""
+        buckets, current, size = [], [], 0
+        for p in params:
+            current.append(p)
+            size += p.data.nbytes
+            if size >= capacity:
+                buckets.append(cls(current, dtype))
+                current, size = [], 0
+        return buckets + ([cls(current, dtype)] if current else [])
+
+    def start(self, share):
+        for k, ready in enumerate(self.ready):
+            self.flat[self.size + k] = ready
+            if not ready:
+                self.views[k][...] = 0
+        self.flat[-1] = 1.0 if share is None else share
+        self.request = _all_sum_started(self.flat)
 
 
 # -- fit(..., distributed=True) ---------------------------------------------------------------
@@ -268,12 +418,12 @@ class DataParallelFit:
     """What ``fit(..., distributed=True)`` does differently, in one place.
 
     ``DataParallelFit(model, train_loader, val_loader)`` checks that every rank has
-    training examples and that the (global) batch size splits evenly over the ranks,
-    then wraps the model (``DistributedDataParallel``: rank 0's weights everywhere).
-    ``train_loader`` gives this rank its share of each global batch (a
-    ``DistributedSampler`` with ``seed=None``, so the batches are those one process
-    would draw); ``val_loader`` its share of the validation examples (every N-th, no
-    repeats). ``average_gradients()`` runs after each ``backward()``, ``reduce(totals)``
+    examples in every batch, then wraps the model (``DistributedDataParallel``: rank 0's
+    weights everywhere, gradients weighted by the ranks' shares). ``train_loader`` gives
+    this rank its share of each global batch (``BatchShares``: the batches are those one
+    process would draw, any batch size on any number of ranks); training steps call
+    ``ddp``; ``val_loader`` its share of the validation examples (every N-th, no
+    repeats). The gradients are averaged during each ``backward()``; ``reduce(totals)``
     sums an epoch's running sums and counts over the ranks, so the logged loss and
     metrics are those of all the examples; ``failed(error)`` makes the job abort when
     this rank exits. Only rank 0 (``writes``) prints and writes files.
@@ -285,7 +435,7 @@ class DataParallelFit:
         with abort_on_error():  # a rank that fails here must not leave the others waiting
             self.train_loader = self._shard(train_loader)
             self.val_loader = None if val_loader is None else self._every_nth(val_loader)
-            self.ddp = DistributedDataParallel(model)
+            self.ddp = DistributedDataParallel(model, weigh_by_batch=True)
 
     def _shard(self, loader):
         n, batch, world = len(loader.dataset), loader.batch_size, self.world_size
@@ -299,21 +449,21 @@ class DataParallelFit:
                 f"fit(distributed=True): the training data has {n} examples, fewer than the {world} ranks; "
                 "every rank needs at least one (use fewer ranks)"
             )
-        if batch is not None and batch % world:
+        batch = min(batch or n, n)
+        last = 0 if loader.drop_last else n % batch
+        if batch < world or 0 < last < world:
             raise ValueError(
-                f"fit(distributed=True): batch_size {batch} must be a multiple of the {world} ranks, "
-                f"each of which takes an equal share of every batch (such as {max(world, batch // world * world)})"
+                f"fit(distributed=True): a batch of {batch if batch < world else last} examples cannot be shared by "
+                f"the {world} ranks (each needs one); use a batch size of at least {world} whose last batch "
+                f"({n} examples in all) has at least {world} or none, or drop_last"
             )
-        shuffle = isinstance(loader.sampler, RandomSampler)
-        sampler = DistributedSampler(loader.dataset, world, self.rank, shuffle=shuffle, seed=None)
-        return DataLoader(loader.dataset, batch and batch // world, sampler=sampler, drop_last=loader.drop_last)
+        shares = BatchShares(loader.dataset, batch, world, self.rank, isinstance(loader.sampler, RandomSampler),
+                             loader.drop_last)
+        return DataLoader(loader.dataset, shares.share(batch), sampler=shares)
 
     def _every_nth(self, loader):
         examples = range(self.rank, len(loader.dataset), self.world_size)
         return DataLoader(loader.dataset, loader.batch_size, sampler=examples)
-
-    def average_gradients(self):
-        self.ddp.average_gradients()
 
     def reduce(self, totals):
         """Sum ``totals.sums`` and ``totals.counts`` (dicts of numbers) over the ranks, in place."""

@@ -144,8 +144,7 @@ def fit(
 
     progress = _Progress(progress, initial_epoch, epochs)
     history = History()
-    train_step = train_step_for(model, loss_fn, optimizer, settings, compiled,
-                                after_backward=parallel and parallel.average_gradients,
+    train_step = train_step_for(parallel.ddp if parallel else model, loss_fn, optimizer, settings, compiled,
                                 steps=_steps(epochs - initial_epoch, train_loader))
     train_step.counts = history.steps
     for callback in callbacks:

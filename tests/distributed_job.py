@@ -6,6 +6,7 @@ process as the reference. Each job writes ``rank<k>.npz`` (weights and history) 
 the config's ``out`` folder, or fails on purpose.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -48,6 +49,17 @@ def full_batch_steps(model, optimizer, x, y, average=None):
         optimizer.step()
 
 
+def accumulated_steps(model, optimizer, halves, no_sync=None):
+    """STEPS steps, each on the gradients of two batches summed (the first under ``no_sync``)."""
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        for k, (x, y) in enumerate(halves):
+            with no_sync() if no_sync is not None and k == 0 else contextlib.nullcontext():
+                loss_fn(model(backprop.Tensor(x)), backprop.Tensor(y)).backward()
+        optimizer.step()
+
+
 def fit_run(config, model, train, val, optimizer):
     callbacks = [ModelCheckpoint(config["checkpoint"])] if config.get("checkpoint") else []
     initial_epoch = load_checkpoint(config["resume"], model, optimizer)["epoch"] if config.get("resume") else 0
@@ -72,13 +84,23 @@ def main(config):
     saved = {}
     if config["mode"] == "equivalence":
         for name in ("sgd", "adam"):
+            # PyTorch's loop unchanged; with a bucket per parameter; with the old explicit call
+            for variant, options in (("pytorch", {}), ("buckets", {"bucket_cap_mb": 1e-6}), ("by_hand", {})):
+                model, (X, y), _ = problem()
+                for p in model.parameters():  # rank 0's weights must win the broadcast
+                    p.data += rank
+                ddp = distributed.DistributedDataParallel(model, **options)
+                rows = distributed.DistributedSampler(X, shuffle=False).indices()
+                full_batch_steps(ddp, make_optimizer(name, model), X[rows], y[rows],
+                                 ddp.average_gradients if variant == "by_hand" else None)
+                saved.update({f"manual.{variant}.{name}.{k}": v for k, v in model.state_dict().items()})
             model, (X, y), _ = problem()
-            for p in model.parameters():  # rank 0's weights must win the broadcast
-                p.data += rank
             ddp = distributed.DistributedDataParallel(model)
             rows = distributed.DistributedSampler(X, shuffle=False).indices()
-            full_batch_steps(ddp, make_optimizer(name, model), X[rows], y[rows], ddp.average_gradients)
-            saved.update({f"manual.{name}.{k}": v for k, v in model.state_dict().items()})
+            half = len(rows) // 2
+            halves = [(X[rows[:half]], y[rows[:half]]), (X[rows[half:]], y[rows[half:]])]
+            accumulated_steps(ddp, make_optimizer(name, model), halves, ddp.no_sync)
+            saved.update({f"accumulated.{name}.{k}": v for k, v in model.state_dict().items()})
 
             model, train, val = problem()
             history = fit_run(config, model, train, val, make_optimizer(name, model))

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("mpi4py")
 
-from distributed_job import STEPS, full_batch_steps, make_optimizer, problem  # noqa: E402
+from distributed_job import STEPS, accumulated_steps, full_batch_steps, make_optimizer, problem  # noqa: E402
 
 from backprop import distributed, nn  # noqa: E402
 from backprop.data import DataLoader, TensorDataset  # noqa: E402
@@ -72,12 +72,23 @@ def test_sgd_and_adam_on_ranks_match_one_process_on_the_global_batch(tmp_path, r
     assert done.returncode == 0, done.stderr
     assert len(saved) == ranks and all(int(s["world"]) == ranks for s in saved)
     for name in ("sgd", "adam"):
-        # STEPS full-batch steps of a hand-written loop with DistributedDataParallel
+        # STEPS full-batch steps of a PyTorch DDP loop (gradients averaged in backward)
         model, (X, y), _ = problem()
         full_batch_steps(model, make_optimizer(name, model), X, y)
         expected = model.state_dict()
         for s in saved:
-            assert_close({k: s[f"manual.{name}.{k}"] for k in expected}, expected, f"{name}, {STEPS} steps, DDP")
+            for variant in ("pytorch", "buckets", "by_hand"):
+                assert_close({k: s[f"manual.{variant}.{name}.{k}"] for k in expected}, expected,
+                             f"{name}, {STEPS} steps, DDP, {variant}")
+        # gradient accumulation: the first of two batches under no_sync()
+        shards = [distributed.DistributedSampler(X, ranks, r, shuffle=False).indices() for r in range(ranks)]
+        firsts = np.concatenate([rows[: len(rows) // 2] for rows in shards])
+        seconds = np.concatenate([rows[len(rows) // 2 :] for rows in shards])
+        model, _, _ = problem()
+        accumulated_steps(model, make_optimizer(name, model), [(X[firsts], y[firsts]), (X[seconds], y[seconds])])
+        expected = model.state_dict()
+        for s in saved:
+            assert_close({k: s[f"accumulated.{name}.{k}"] for k in expected}, expected, f"{name}, no_sync")
         # fit(distributed=True): 2 epochs of 3 shuffled global batches of 12, with validation
         weights, history = reference_fit(name)
         for s in saved:
@@ -86,6 +97,15 @@ def test_sgd_and_adam_on_ranks_match_one_process_on_the_global_batch(tmp_path, r
         for s in saved[1:]:  # every rank holds exactly rank 0's weights
             for key in s:
                 np.testing.assert_array_equal(s[key], saved[0][key], err_msg=key)
+
+
+@pytest.mark.parametrize("ranks, batch", [(3, 32), (2, 11), (3, 10)])
+def test_unequal_shares_of_any_batch_are_weighted_to_equal_one_process(tmp_path, ranks, batch):
+    done, saved = run_job(ranks, tmp_path, mode="fit", optimizer="adam", epochs=2, batch=batch)
+    assert done.returncode == 0, done.stderr
+    weights, _ = reference_fit("adam", batch=batch)
+    for s in saved:
+        assert_close({k: s[k] for k in weights}, weights, f"adam, batch {batch} on {ranks} ranks")
 
 
 @pytest.mark.parametrize("mode, message", [
@@ -189,18 +209,31 @@ def test_fit_distributed_refuses_a_sampler_it_cannot_shard():
             progress=False, distributed=True)
 
 
-def test_fit_distributed_wants_a_batch_size_that_splits_evenly_over_the_ranks():
+def test_fit_distributed_shares_any_batch_and_refuses_a_batch_a_rank_would_get_nothing_of():
     plan = distributed.DataParallelFit.__new__(distributed.DataParallelFit)  # as rank 0 of 3, without a job
     plan.rank, plan.world_size = 0, 3
-    _, train, _ = problem()
-    with pytest.raises(ValueError, match=r"batch_size 32 must be a multiple of the 3 ranks.*\(such as 30\)"):
-        plan._shard(DataLoader(TensorDataset(*train), 32, shuffle=True))
-    shard = plan._shard(DataLoader(TensorDataset(*train), 12, shuffle=True))
-    assert shard.batch_size == 4 and len(shard.sampler) == 12
+    _, train, _ = problem()  # 36 examples
+    shard = plan._shard(DataLoader(TensorDataset(*train), 32, shuffle=True))
+    assert shard.batch_size == 11 and len(shard.sampler) == 11 + 2  # of 32 = 11 + 11 + 10, of the last 4 = 2 + 1 + 1
+    for batch in (2, 35):  # a batch of 2, or a last batch of 1, leaves a rank without examples
+        with pytest.raises(ValueError, match="cannot be shared by the 3 ranks"):
+            plan._shard(DataLoader(TensorDataset(*train), batch))
 
 
-def test_the_command_on_two_workers_trains_digits_as_one_process(tmp_path):
-    """``backprop train --workers 2`` (mpiexec -n 2 ... --distributed): the same batches as one
+@pytest.mark.parametrize("n, batch, ranks, drop_last", [(36, 32, 3, False), (20, 7, 3, False), (20, 7, 2, True), (9, 9, 4, False)])
+def test_batch_shares_cut_each_global_batch_of_one_order_into_nearly_equal_pieces(n, batch, ranks, drop_last):
+    shares = [distributed.BatchShares(range(n), batch, ranks, k, shuffle=False, drop_last=drop_last) for k in range(ranks)]
+    loaders = [list(DataLoader(TensorDataset(np.arange(n)), s.share(batch), sampler=s)) for s in shares]
+    assert len({len(batches) for batches in loaders}) == 1  # every rank steps as often
+    for step, pieces in enumerate(zip(*loaders)):
+        joined = np.concatenate([piece[0].numpy() for piece in pieces])
+        assert joined.tolist() == list(range(step * batch, min((step + 1) * batch, n)))
+        assert max(map(len, pieces)) - min(map(len, pieces)) <= 1
+    assert [len(s) for s in shares] == [len(np.concatenate([b[0].numpy() for b in batches])) for batches in loaders]
+
+
+def test_the_command_on_two_and_three_workers_trains_digits_as_one_process(tmp_path):
+    """``backprop train --workers 2`` (mpiexec -n 2 ... --distributed), and 3: the same batches as one
     process, so the same test accuracy up to float32 sums in another order; rank 0 alone
     prints and writes the model."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -213,6 +246,8 @@ def test_the_command_on_two_workers_trains_digits_as_one_process(tmp_path):
 
     _, one = train("--out", "one.npz")
     printed, two = train("--workers", "2", "--out", "two.npz")
+    _, three = train("--workers", "3", "--out", "three.npz")  # the default batch of 32, shared 11 + 11 + 10
     assert printed.count("saved   two.npz") == 1
-    assert abs(two["test_accuracy"] - one["test_accuracy"]) <= 1 / 360 and two["test_accuracy"] > 0.9
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npz", "two.npz"]
+    for many in (two, three):
+        assert abs(many["test_accuracy"] - one["test_accuracy"]) <= 1 / 360 and many["test_accuracy"] > 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npz", "three.npz", "two.npz"]

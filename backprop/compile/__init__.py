@@ -76,18 +76,17 @@ def compile_step(model, loss_fn, optimizer, numba="auto"):
     return TrainStep(model, loss_fn, optimizer, numba=numba)
 
 
-def train_step_for(model, loss_fn, optimizer, settings, compiled=True, after_backward=None, steps=0):
+def train_step_for(model, loss_fn, optimizer, settings, compiled=True, steps=0):
     """The ``TrainStep`` that ``fit`` uses: kept for the optimizer (``fit_step``) and reused
     by the next ``fit`` with the same model, loss and modules' ``settings``
     (``module_settings``), so that repeated short fits (``partial_fit``) capture their plans
     once. ``compiled`` is True (``compile_step``'s ``numba="auto"``), False or "numba"
     (``numba=True``); ``steps`` is how many steps the fit will take at most (``expect``).
-    ``after_backward`` (distributed training's gradient averaging) runs between backward
-    and the update, on the eager path."""
+    """
     step = _FIT_STEPS.get(optimizer)
-    key = (model, loss_fn, compiled, after_backward, settings)
+    key = (model, loss_fn, compiled, settings)
     if step is None or step.reuse_key != key:
-        step = _FIT_STEPS[optimizer] = TrainStep(model, loss_fn, optimizer, bool(compiled), after_backward,
+        step = _FIT_STEPS[optimizer] = TrainStep(model, loss_fn, optimizer, bool(compiled),
                                                  numba=True if compiled == "numba" else "auto")
         step.reuse_key = key
     step.expect(steps)
@@ -117,7 +116,7 @@ class TrainStep:
     ``output`` is the model's output of the last call (an array, valid until the next).
     """
 
-    def __init__(self, model, loss_fn, optimizer, compiled=True, after_backward=None, numba="auto"):
+    def __init__(self, model, loss_fn, optimizer, compiled=True, numba="auto"):
         if numba not in (True, False, "auto"):
             raise ValueError(f"compile_step: numba must be True, False or 'auto'; got {numba!r}")
         if numba is True:
@@ -125,14 +124,11 @@ class TrainStep:
         self.model, self.loss_fn, self.optimizer, self.compiled = model, loss_fn, optimizer, compiled
         self.numba, self.numba_reason = numba, {False: "numba=False", "auto": _NOT_YET}.get(numba)
         self.replayed, self.expected = 0, 0  # steps replayed so far; steps the caller said are coming
-        self.after_backward = after_backward
         self.reuse_key = None  # what train_step_for made this step for
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.modules = _modules(model, loss_fn)
         if not compiled:
             self.unsupported = "compiled=False"
-        elif after_backward is not None:
-            self.unsupported = "the gradients are averaged across ranks between backward and the update"
         else:
             self.unsupported = _unsupported(self.modules + ([] if isinstance(loss_fn, Module) else [loss_fn]))
         self.plans = {}
@@ -208,8 +204,6 @@ class TrainStep:
         loss = self.loss_fn(output, y)
         self.optimizer.zero_grad()
         loss.backward()
-        if self.after_backward is not None:
-            self.after_backward()
         self.optimizer.step()
         self.output = output.data
         return loss.item()
