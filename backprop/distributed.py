@@ -81,6 +81,25 @@ def init():
     return _comm.Get_rank(), _comm.Get_size()
 
 
+def init_process_group(backend="mpi", **options):
+    """PyTorch's way to join the job: ``init()`` (on MPI, whatever ``backend`` names)."""
+    init()
+
+
+def is_initialized():
+    return _comm is not None
+
+
+def destroy_process_group():
+    """Nothing to release: MPI ends with the process."""
+
+
+def barrier():
+    """Wait until every rank has reached this call."""
+    if get_world_size() > 1:
+        _comm.Barrier()
+
+
 def get_rank():
     """This process's rank (0 before ``init()``)."""
     return 0 if _comm is None else _comm.Get_rank()

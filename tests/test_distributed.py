@@ -251,3 +251,39 @@ def test_the_command_on_two_and_three_workers_trains_digits_as_one_process(tmp_p
     for many in (two, three):
         assert abs(many["test_accuracy"] - one["test_accuracy"]) <= 1 / 360 and many["test_accuracy"] > 0.9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npz", "three.npz", "two.npz"]
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_a_pytorch_ddp_script_with_only_its_imports_changed_keeps_the_ranks_equal_to_one_process(tmp_path, ranks):
+    from test_pytorch_programs import on_backprop
+
+    import backprop
+    from backprop import optim
+
+    script = tmp_path / "ddp_script.py"
+    script.write_text(on_backprop(Path(__file__).with_name("ddp_script.py").read_text()))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([distributed.find_mpiexec(), "-n", str(ranks), sys.executable, str(script), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    saved = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(ranks)]
+    # one process: rank 0's weights, each step on the union of the ranks' batches
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(36, 5)), rng.integers(0, 3, 36)
+    backprop.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = 6 * ranks
+    for epoch in range(3):
+        order = np.random.default_rng(7 + epoch).permutation(36)
+        for start in range(0, 36, step):
+            rows = order[start : start + step]
+            optimizer.zero_grad()
+            nn.CrossEntropyLoss()(model(backprop.Tensor(X[rows])), backprop.Tensor(y[rows])).backward()
+            optimizer.step()
+    expected = {k: v.numpy() for k, v in model.state_dict().items()}
+    for s in saved:
+        assert_close(s, expected, f"the DDP script on {ranks} ranks")
+        for key in s:
+            np.testing.assert_array_equal(s[key], saved[0][key], err_msg=key)
