@@ -23,6 +23,7 @@ ends in the same Allreduce, so the ranks keep step with each other.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -40,6 +41,7 @@ from bench.results import write_section  # noqa: E402
 MLP = (784, 256, 128, 10)
 BATCHES = [512, 4096]
 RANKS = [1, 2]
+BUCKETS_MB = [25, 0.25]
 
 # The paper model's inputs (bench/NOTES.md, "Across machines").
 GRADIENT_BYTES = 940_608  # float32: 235,146 weights + one has-gradient flag per parameter tensor
@@ -72,7 +74,9 @@ def paper(batch=4096):
 
 
 def worker(batch, seconds):
-    """One rank of a timing job: print rank 0's measurements as one JSON line."""
+    """One rank of a timing job: print rank 0's measurements as one JSON line, for the
+    default buckets (25 MB: this model's 0.94 MB in one, sent when backward ends) and for
+    buckets of 0.25 MB (sent as backward reaches them, overlapping the rest of it)."""
     import numpy as np
 
     import backprop
@@ -88,48 +92,53 @@ def worker(batch, seconds):
     layers = []
     for fan_in, fan_out in zip(MLP[:-1], MLP[1:]):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-    model = distributed.DistributedDataParallel(nn.Sequential(*layers[:-1]))
-    opt = optim.SGD(model.parameters(), lr=0.01)
+    network = nn.Sequential(*layers[:-1])
     loss_fn = nn.CrossEntropyLoss()
+    measured = {}
+    for bucket_mb in BUCKETS_MB:
+        model = distributed.DistributedDataParallel(network, bucket_cap_mb=bucket_mb, check_every=0)
+        opt = optim.SGD(model.parameters(), lr=0.01)
 
-    def step():
-        loss = loss_fn(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        started = time.perf_counter()
-        distributed._comm.Barrier()
-        synced = time.perf_counter()
-        model.average_gradients()
-        averaged = time.perf_counter()
-        opt.step()
-        return synced - started, averaged - synced
+        def step(sync=True):
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            started = time.perf_counter()
+            distributed.barrier()  # the ranks start backward together: waiting is load imbalance
+            synced = time.perf_counter()
+            with contextlib.nullcontext() if sync else model.no_sync():
+                loss.backward()
+            done = time.perf_counter()
+            opt.step()
+            return synced - started, done - synced
 
-    for _ in range(3):
-        step()
-    started = time.perf_counter()
-    for _ in range(3):
-        step()
-    steps = np.array([max(5, round(seconds / ((time.perf_counter() - started) / 3)))])
-    distributed._broadcast(steps)  # rank 0's count: every rank must take the same number of steps
-    steps = int(steps[0])
-    waiting = averaging = 0.0
-    started = time.perf_counter()
-    for _ in range(steps):
-        wait, average = step()
-        waiting, averaging = waiting + wait, averaging + average
-    total = time.perf_counter() - started
-    flat = model._flat
-    allreduce = []
-    for _ in range(max(steps, 20)):  # the Allreduce alone, on the same buffer
+        for _ in range(3):
+            step()
         started = time.perf_counter()
-        distributed._all_sum(flat)
-        allreduce.append(time.perf_counter() - started)
-    if rank == 0:
-        print(json.dumps({
-            "ranks": world, "batch": batch, "steps": steps, "step_s": total / steps,
-            "samples_per_s": steps * batch / total, "waiting_s": waiting / steps, "averaging_s": averaging / steps,
+        for _ in range(3):
+            step()
+        steps = np.array([max(5, round(seconds / ((time.perf_counter() - started) / 3)))])
+        distributed._broadcast(steps)  # rank 0's count: every rank must take the same number of steps
+        steps = int(steps[0])
+        waiting = backward = 0.0
+        started = time.perf_counter()
+        for _ in range(steps):
+            wait, back = step()
+            waiting, backward = waiting + wait, backward + back
+        total = time.perf_counter() - started
+        local = statistics.median(step(sync=False)[1] for _ in range(max(steps // 2, 5)))
+        flat = np.zeros(sum(p.data.size for p in network.parameters()), np.float32)
+        allreduce = []
+        for _ in range(max(steps, 20)):  # the Allreduce alone, on a buffer of all the gradients
+            started = time.perf_counter()
+            distributed._all_sum(flat)
+            allreduce.append(time.perf_counter() - started)
+        measured[bucket_mb] = {
+            "step_s": total / steps, "samples_per_s": steps * batch / total, "waiting_s": waiting / steps,
+            "backward_s": backward / steps, "local_backward_s": local,
             "allreduce_s": statistics.median(allreduce), "buffer_bytes": flat.nbytes,
-        }), flush=True)
+        }
+    if rank == 0:
+        print(json.dumps({"ranks": world, "batch": batch, "buckets": measured}), flush=True)
 
 
 def job(ranks, batch, seconds):
@@ -169,24 +178,28 @@ def main(argv=None):
         "ratio: median of the paired ratios (bench/NOTES.md, \"Across machines\", explains the columns "
         "and works out 8 to 512 machines).",
         "",
-        "| global batch | ranks | samples/s | step (ms) | waiting (ms) | averaging (ms) | share of step "
-        "| Allreduce alone (ms) | buffer | ring bytes sent per rank | 2 ranks / 1 rank |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| global batch | ranks | buckets | samples/s | step (ms) | waiting (ms) | backward, synced (ms) "
+        "| backward, local (ms) | exposed communication (ms) | Allreduce alone (ms) | hidden | buffer "
+        "| 2 ranks / 1 rank |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for batch in BATCHES:
         for ranks in RANKS:
-            runs = results[ranks, batch]
-            med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-            ratio = statistics.median(
-                a["samples_per_s"] / b["samples_per_s"] for a, b in zip(runs, results[1, batch])
-            )
-            sent = 2 * (ranks - 1) / ranks * med["buffer_bytes"]
-            lines.append(
-                f"| {batch} | {ranks} | {med['samples_per_s']:,.0f} | {med['step_s'] * 1e3:.2f} "
-                f"| {med['waiting_s'] * 1e3:.2f} | {med['averaging_s'] * 1e3:.2f} "
-                f"| {med['averaging_s'] / med['step_s']:.1%} | {med['allreduce_s'] * 1e3:.3f} "
-                f"| {med['buffer_bytes'] / 1e6:.3f} MB | {sent / 1e6:.3f} MB | {ratio:.2f} |"
-            )
+            for bucket_mb in BUCKETS_MB:
+                runs = [run["buckets"][str(bucket_mb)] for run in results[ranks, batch]]
+                med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+                ratio = statistics.median(
+                    a["buckets"][str(bucket_mb)]["samples_per_s"] / b["buckets"][str(bucket_mb)]["samples_per_s"]
+                    for a, b in zip(results[ranks, batch], results[1, batch])
+                )
+                exposed = max(med["backward_s"] - med["local_backward_s"], 0.0)
+                hidden = "" if ranks == 1 else f"{1 - min(exposed / med['allreduce_s'], 1.0):.0%}"
+                lines.append(
+                    f"| {batch} | {ranks} | {bucket_mb} MB | {med['samples_per_s']:,.0f} | {med['step_s'] * 1e3:.2f} "
+                    f"| {med['waiting_s'] * 1e3:.2f} | {med['backward_s'] * 1e3:.2f} "
+                    f"| {med['local_backward_s'] * 1e3:.2f} | {exposed * 1e3:.2f} | {med['allreduce_s'] * 1e3:.3f} "
+                    f"| {hidden} | {med['buffer_bytes'] / 1e6:.3f} MB | {ratio:.2f} |"
+                )
     table = "\n".join(lines)
     print(table)
     if not args.quick:
