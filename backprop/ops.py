@@ -79,7 +79,13 @@ def _binary(name, a, b, forward, vjp_a, vjp_b):
     A, B = a.data, b.data
     same_device(A, B, name)
     kernel = partial(forward, A, B)
-    return a._from_op(_array(kernel()), name, ((a, vjp_a), (b, vjp_b)), kernel)
+    try:
+        Y = kernel()
+    except ValueError as error:
+        if "broadcast" not in str(error):
+            raise
+        raise ValueError(f"{name}: shapes {A.shape} and {B.shape} cannot be broadcast together") from None
+    return a._from_op(_array(Y), name, ((a, vjp_a), (b, vjp_b)), kernel)
 
 
 def add(a, b):

@@ -443,3 +443,36 @@ def test_mlp_memory_of_a_billion_wide_layer_is_counted_without_overflow():
     from backprop.nn import mlp_memory
 
     assert mlp_memory([10, 10**9, 2], "float32", 32) == 4 * (6 * (11 * 10**9 + (10**9 + 1) * 2) + 4 * 32 * (10**9 + 12))
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.sampled_from([float("nan"), float("inf"), -float("inf"), -1.0, 0.0, -1e-300, 1e308]),
+       which=st.sampled_from(["LeakyReLU", "HuberLoss", "SmoothL1Loss", "StepLR", "MultiStepLR", "ExponentialLR",
+                              "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "clip_grad_norm_",
+                              "clip_grad_value_", "SGD", "Adam", "Dropout", "CrossEntropyLoss"]))
+def test_every_numeric_hyperparameter_gives_a_valid_object_or_one_error_naming_it(value, which):
+    from backprop.optim import lr_scheduler
+
+    model = nn.Linear(2, 2)
+    opt = backprop.optim.SGD(model.parameters(), lr=0.1)
+    make = {
+        "LeakyReLU": lambda: nn.LeakyReLU(value), "HuberLoss": lambda: nn.HuberLoss(delta=value),
+        "SmoothL1Loss": lambda: nn.SmoothL1Loss(beta=value), "StepLR": lambda: lr_scheduler.StepLR(opt, 1, gamma=value),
+        "MultiStepLR": lambda: lr_scheduler.MultiStepLR(opt, [1], gamma=value),
+        "ExponentialLR": lambda: lr_scheduler.ExponentialLR(opt, value),
+        "CosineAnnealingLR": lambda: lr_scheduler.CosineAnnealingLR(opt, 5, eta_min=value),
+        "LinearLR": lambda: lr_scheduler.LinearLR(opt, start_factor=value),
+        "ReduceLROnPlateau": lambda: lr_scheduler.ReduceLROnPlateau(opt, factor=value),
+        "clip_grad_norm_": lambda: nn.utils.clip_grad_norm_(model.parameters(), value),
+        "clip_grad_value_": lambda: nn.utils.clip_grad_value_(model.parameters(), value),
+        "SGD": lambda: backprop.optim.SGD(model.parameters(), lr=value),
+        "Adam": lambda: backprop.optim.Adam(model.parameters(), lr=0.1, betas=(value, 0.999)),
+        "Dropout": lambda: nn.Dropout(value), "CrossEntropyLoss": lambda: nn.CrossEntropyLoss(label_smoothing=value),
+    }[which]
+    try:
+        made = make()
+    except (ValueError, TypeError) as error:
+        assert "\n" not in str(error) and str(error)
+    else:  # accepted: then the value is a finite number the object can work with
+        assert value == value and abs(value) != float("inf"), f"{which} accepted {value}"
+        assert made is not None or which.startswith("clip")

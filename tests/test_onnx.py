@@ -365,3 +365,38 @@ def test_unsupported_operators_and_graphs_are_refused_naming_the_node(tmp_path):
     external.data_location = onnx.TensorProto.EXTERNAL
     external.ClearField("raw_data")
     one_line_error(graph_file(tmp_path / "external.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])], [external]), "external data")
+
+
+def _gemm_model(tmp_path, weight, alpha=1.0, extra=(), constants=()):
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="dense", alpha=alpha, transB=1), *extra]
+    out = extra[-1].output[0] if extra else "h"
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [None, 2])],
+        [numpy_helper.from_array(np.asarray(weight, np.float32), "W"), numpy_helper.from_array(np.zeros(2, np.float32), "b"),
+         *(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in constants)],
+    )
+    path = tmp_path / "m.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("weight, alpha", [([[np.nan, 0], [0, 1]], 1.0), ([[1, 0], [0, 1]], float("inf")),
+                                           ([[3e38, 0], [0, 1]], 10.0)])
+def test_an_onnx_model_with_nan_or_infinite_weights_is_refused_naming_the_node(tmp_path, weight, alpha):
+    with pytest.raises(ValueError, match=r"m\.onnx: Gemm node 'dense': its weight holds NaN or infinite values"):
+        backprop.onnx.load(_gemm_model(tmp_path, weight, alpha))
+
+
+@pytest.mark.parametrize("op, inputs, attributes, message", [
+    ("LeakyRelu", ["h"], {"alpha": float("nan")}, "LeakyRelu node 'act': LeakyReLU: negative_slope must be a finite number"),
+    ("Dropout", ["h", "ratio"], {}, "Dropout node 'act': Dropout: p must be a probability in"),
+])
+def test_a_bad_onnx_attribute_is_one_error_naming_the_file_and_node(tmp_path, op, inputs, attributes, message):
+    from onnx import helper
+
+    extra = (helper.make_node(op, inputs, ["y"], name="act", **attributes),)
+    with pytest.raises(ValueError, match=rf"m\.onnx: {message}"):
+        backprop.onnx.load(_gemm_model(tmp_path, np.eye(2), extra=extra, constants=[("ratio", 5.0)]))

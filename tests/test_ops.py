@@ -274,3 +274,10 @@ def test_linear_shape_error_names_the_feature_counts():
 def test_a_tensor_exponent_differentiates_both_sides_as_torch():
     check(lambda a, b: a ** b, [(2, 3), (3,)], domain="positive")
     check(lambda a, b: a.pow(b), [(3,), (2, 3)], domain="positive")
+
+
+@pytest.mark.parametrize("op, name", [(lambda a, b: a + b, "add"), (lambda a, b: a * b, "mul"),
+                                      (lambda a, b: b - a, "sub"), (lambda a, b: a / b, "div")])
+def test_shapes_that_cannot_broadcast_together_are_one_error_naming_the_operation(op, name):
+    with pytest.raises(ValueError, match=rf"^{name}: shapes \(\d, ?\d?\)? ?and .* cannot be broadcast together$"):
+        op(bp.Tensor(np.zeros((2, 3))), bp.Tensor(np.zeros(4)))

@@ -7,9 +7,8 @@ import math
 import numbers
 
 from backprop.nn import functional as F
-from backprop import shape_ops
 from backprop.backend import xp
-from backprop.checks import positive_int
+from backprop.checks import positive_int, real
 from backprop.nn import init
 from backprop.nn.module import Module, Parameter, builtin
 
@@ -56,7 +55,7 @@ class LeakyReLU(Module):
     """x if x > 0 else negative_slope * x."""
 
     def __init__(self, negative_slope=0.01):
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = real(negative_slope, "LeakyReLU: negative_slope")
 
     def forward(self, input):
         return F.leaky_relu(input, self.negative_slope)

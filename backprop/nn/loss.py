@@ -5,6 +5,7 @@ PyTorch's arguments. ``reduction`` is ``'mean'``, ``'sum'`` or ``'none'``. PyTor
 long-deprecated ``size_average`` and ``reduce`` are refused.
 """
 
+from backprop.checks import real
 from backprop.nn import functional as F
 from backprop.nn.module import Module, builtin
 from backprop.tensor import Tensor
@@ -50,7 +51,7 @@ class HuberLoss(Module):
     """Squared near zero, absolute beyond ``delta`` (``F.huber_loss``)."""
 
     def __init__(self, reduction="mean", delta=1.0):
-        self.reduction, self.delta = F._check_reduction(reduction), float(delta)
+        self.reduction, self.delta = F._check_reduction(reduction), real(delta, "HuberLoss: delta", 0, low_open=True)
 
     def forward(self, input, target):
         return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
@@ -65,7 +66,7 @@ class SmoothL1Loss(_Loss):
 
     def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
         super().__init__(size_average, reduce, reduction)
-        self.beta = float(beta)
+        self.beta = real(beta, "SmoothL1Loss: beta", 0)
 
     def forward(self, input, target):
         return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)

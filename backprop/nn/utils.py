@@ -1,6 +1,7 @@
 """Gradient utilities."""
 
 from backprop.backend import xp
+from backprop.checks import real
 from backprop.tensor import Tensor
 
 
@@ -11,6 +12,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     every gradient is multiplied by min(1, max_norm / (total + 1e-6)). Returns the total
     norm before clipping, as a 0-d Tensor (as PyTorch).
     """
+    max_norm = real(max_norm, "clip_grad_norm_: max_norm", 0)
     parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
     grads = [p.grad.data for p in parameters if p.grad is not None]
     if not grads:
@@ -28,6 +30,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
 
 def clip_grad_value_(parameters, clip_value):
     """Clip every gradient element into [-clip_value, clip_value], in place."""
+    clip_value = real(clip_value, "clip_grad_value_: clip_value", 0)
     parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
     for p in parameters:
         if p.grad is not None:

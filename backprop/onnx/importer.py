@@ -125,7 +125,12 @@ class _Chain:
             if len(nodes) == 2 and {n.op_type for n in nodes} == {"Div", "Mul"}:
                 new, x = self._gelu_pattern(x, nodes)
             elif len(nodes) == 1:
-                new, x = self._layer(nodes[0], x)
+                try:
+                    new, x = self._layer(nodes[0], x)
+                except (ValueError, TypeError) as error:  # a layer's own check: name the file and node
+                    if str(error).startswith(f"{self.path}: "):
+                        raise
+                    raise ValueError(f"{self.path}: {nodes[0].op_type} node {nodes[0].name!r}: {error}") from None
             else:
                 what = "nothing" if not nodes else ", ".join(f"{n.op_type} node {n.name!r}" for n in nodes)
                 raise ValueError(f"{self.path}: the graph is not a chain of layers: tensor {x!r} goes to {what}")
@@ -206,6 +211,9 @@ class _Chain:
                 bias, output = self.constants[other[0]], after[0].output[0]
         if bias is not None and (bias.size not in (1, out_features) or bias.ndim > 2 or bias.shape[:-1] not in ((), (1,))):
             self._refuse(node, f"the bias has shape {bias.shape}; a Linear layer's bias has {out_features} values")
+        for name, values in (("weight", weight), ("bias", bias)):
+            if values is not None and not np.isfinite(values).all():
+                self._refuse(node, f"its {name} holds NaN or infinite values (after alpha and beta); it cannot be used")
         layer = nn.Linear(in_features, out_features, bias=bias is not None, dtype=weight.dtype)
         layer.weight.data[...] = weight
         if bias is not None:

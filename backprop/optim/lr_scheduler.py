@@ -10,7 +10,7 @@ the next epoch. Each schedule is the closed form η_t = f(η₀, t) of PyTorch's
 import bisect
 import math
 
-from backprop.checks import positive_int
+from backprop.checks import count, positive_int, real
 from backprop.optim.optimizer import Optimizer
 from backprop.tensor import Tensor
 
@@ -61,6 +61,7 @@ class StepLR(LRScheduler):
     """``StepLR(optimizer, step_size, gamma=0.1)``: η_t = η₀ · γ^⌊t / step_size⌋."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+        gamma = real(gamma, "gamma", 0)
         self.step_size = positive_int(step_size, "step_size")
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -73,6 +74,7 @@ class MultiStepLR(LRScheduler):
     """``MultiStepLR(optimizer, milestones, gamma=0.1)``: η_t = η₀ · γ^(number of milestones ≤ t)."""
 
     def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+        gamma = real(gamma, "gamma", 0)
         self.milestones = sorted(milestones)
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -86,7 +88,7 @@ class ExponentialLR(LRScheduler):
     """``ExponentialLR(optimizer, gamma)``: η_t = η₀ · γ^t."""
 
     def __init__(self, optimizer, gamma, last_epoch=-1):
-        self.gamma = gamma
+        self.gamma = real(gamma, "gamma", 0)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -102,7 +104,7 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
         self.T_max = positive_int(T_max, "T_max")
-        self.eta_min = eta_min
+        self.eta_min = real(eta_min, "eta_min", 0)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -118,11 +120,8 @@ class LinearLR(LRScheduler):
     """
 
     def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
-        if not 0 < start_factor <= 1:
-            raise ValueError(f"start_factor must be in (0, 1]; got {start_factor}")
-        if not 0 <= end_factor <= 1:
-            raise ValueError(f"end_factor must be in [0, 1]; got {end_factor}")
-        self.start_factor, self.end_factor = start_factor, end_factor
+        self.start_factor = real(start_factor, "start_factor", 0, 1, low_open=True)
+        self.end_factor = real(end_factor, "end_factor", 0, 1)
         self.total_iters = positive_int(total_iters, "total_iters")
         super().__init__(optimizer, last_epoch)
 
@@ -151,15 +150,16 @@ class ReduceLROnPlateau(LRScheduler):
             raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold_mode must be 'rel' or 'abs'; got {threshold_mode!r}")
-        if factor >= 1.0:
-            raise ValueError(f"factor must be < 1.0; got {factor}")
+        factor = real(factor, "factor", 0, 1, high_open=True)
+        threshold, eps = real(threshold, "threshold", 0), real(eps, "eps", 0)
+        patience, cooldown = count(patience, "patience"), count(cooldown, "cooldown")
         groups = optimizer.param_groups
         if isinstance(min_lr, (list, tuple)) and len(min_lr) != len(groups):
             raise ValueError(
                 f"min_lr must have one value per parameter group ({len(groups)}); got {len(min_lr)}"
             )
         self.optimizer = optimizer
-        self.min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * len(groups)
+        self.min_lrs = [real(m, "min_lr", 0) for m in (min_lr if isinstance(min_lr, (list, tuple)) else [min_lr] * len(groups))]
         self.mode, self.factor, self.patience, self.threshold = mode, factor, patience, threshold
         self.threshold_mode, self.cooldown, self.eps = threshold_mode, cooldown, eps
         self.best = math.inf if mode == "min" else -math.inf

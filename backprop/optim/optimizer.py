@@ -244,11 +244,11 @@ def _check_hyperparameters(group):
     for key, value in group.items():
         if key in _AT_LEAST_ZERO:
             _check_real(key, value)
-            if not 0.0 <= value:
+            if not 0.0 <= value < float("inf"):  # torch takes an infinite one; every weight would become inf or NaN
                 raise ValueError(f"Invalid {_AT_LEAST_ZERO[key]}: {value}")
         elif key == "dampening":
             _check_real(key, value)
-            if value != value:  # torch lets a NaN dampening through; it would poison every step
+            if not abs(value) < float("inf"):  # torch lets a NaN dampening through; it would poison every step
                 raise ValueError(f"Invalid dampening value: {value}")
         elif key in _FLAGS and not isinstance(value, (bool, xp.bool_)):
             raise TypeError(f"{key} must be True or False; got {value!r}")
