@@ -208,10 +208,11 @@ def _read_csv(path, target, task, features, require_target):
     target_column = header.index(target) if target in header else None
     try:
         # Every column, so that a row with an extra field is an error. The types are
-        # inferred and checked below: an explicit float64 dtype halves pandas' speed.
+        # inferred and checked below: an explicit float64 dtype halves pandas' speed. The
+        # target is read as text: pandas would make True, FALSE and TRUE two booleans.
         frame = pandas.read_csv(
             path, header=0, names=range(len(header)), encoding="utf-8-sig", keep_default_na=False,
-            na_values=[""], engine="c",
+            na_values=[""], engine="c", dtype=None if target_column is None else {target_column: str},
         )
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text CSV file (it is not UTF-8)") from None

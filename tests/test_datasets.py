@@ -318,3 +318,15 @@ def test_a_value_the_dtype_cannot_represent_is_an_error_naming_the_column():
         standardize(np.array([[0.0, 1.0], [1.0, 1e200]]), mean, std, np.float32, names=["width", "height"])
     with pytest.raises(ValueError, match="feature column 'width' holds nan"):
         standardize_stats(np.array([[np.nan, 1.0]]), names=["width", "height"])
+
+
+def test_boolean_looking_labels_keep_their_classes_and_names(tmp_path):
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    names = np.array(["True", "False", "TRUE"])[y]
+    path = tmp_path / "iris.csv"
+    path.write_text("a,b,c,d,species\n" + "".join(f"{','.join(map(str, row))},{name}\n" for row, name in zip(X, names)))
+    data = load_dataset(path, target="species")
+    assert sorted(data.label_names) == ["False", "TRUE", "True"]
+    assert np.array_equal(np.array(data.label_names)[data.y], names)
