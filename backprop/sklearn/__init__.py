@@ -310,8 +310,12 @@ class _BackpropMLP:
                 callbacks=[epochs],
                 progress=bool(self.verbose),
             )
-        except FloatingPointError:  # the loss diverged: scikit-learn reports it at the end of fit
-            raise ValueError(_NON_FINITE) from None
+        except FloatingPointError:  # the loss diverged: scikit-learn reports it at the end of fit,
+            if not self.early_stopping:  # unless early stopping kept the best parameters seen before
+                raise ValueError(_NON_FINITE) from None
+            self.n_iter_ += 1
+            self.loss_curve_.append(np.nan)
+            self.validation_scores_.append(np.nan)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         finally:
