@@ -100,7 +100,13 @@ def atomic_write(path, mode="wb", encoding="utf-8", newline=None):
         raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write {path}: it is a folder")
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    suffix = f".{secrets.token_hex(6)}.tmp"
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        longest = 255
+    # a legal name stays legal: the temporary's name is cut to the folder's longest
+    temporary = os.path.join(folder, f".{os.path.basename(path)}"[: longest - len(suffix)] + suffix)
     # os.open with mode 0o666 honours the umask, as a plain open() would for the final file.
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -110,9 +116,12 @@ def atomic_write(path, mode="wb", encoding="utf-8", newline=None):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno is not None and error.filename in (None, temporary):
+            # a full disk, a quota, a file-size limit: say which file could not be written
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
         raise
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
         directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

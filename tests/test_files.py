@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -138,3 +139,23 @@ def test_json_text_is_strict_json_with_null_for_non_finite_numbers():
 
 def test_physical_memory_is_a_positive_number_of_bytes():
     assert 2**26 < physical_memory() < 2**60
+
+
+def test_a_legal_255_byte_name_is_written_and_a_failed_write_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from backprop.files import atomic_write
+
+    path = tmp_path / ("m" * 251 + ".npz")
+    with atomic_write(path) as file:
+        file.write(b"data")
+    assert path.read_bytes() == b"data" and sorted(os.listdir(tmp_path)) == [path.name]
+
+    def full(*args):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=rf"cannot write {re.escape(str(path))}: File too large"):
+        with atomic_write(path) as file:
+            file.write(b"more")
+    assert path.read_bytes() == b"data" and sorted(os.listdir(tmp_path)) == [path.name]

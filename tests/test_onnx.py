@@ -400,3 +400,12 @@ def test_a_bad_onnx_attribute_is_one_error_naming_the_file_and_node(tmp_path, op
     extra = (helper.make_node(op, inputs, ["y"], name="act", **attributes),)
     with pytest.raises(ValueError, match=rf"m\.onnx: {message}"):
         backprop.onnx.load(_gemm_model(tmp_path, np.eye(2), extra=extra, constants=[("ratio", 5.0)]))
+
+
+def test_a_fifo_named_like_an_onnx_model_is_refused_as_what_it_is(tmp_path):
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"model file .*model\.onnx is a FIFO"):
+        backprop.onnx.load(fifo)
+    with pytest.raises(FileNotFoundError, match=r"model file .*missing\.onnx does not exist"):
+        backprop.onnx.load(tmp_path / "missing.onnx")

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from backprop.files import regular_file
 from backprop.onnx.exporter import METADATA_KEY, NETWORK_KEY
 
 SUPPORTED = "Gemm, MatMul + Add, Relu, LeakyRelu, PRelu, Sigmoid, Tanh, Gelu, Softmax, Identity, Flatten, Dropout"
@@ -64,9 +65,7 @@ def load(path):
 
 
 def _read(path):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
+    path = os.fspath(regular_file(path, "model file"))
     with open(path, "rb") as file:
         data = file.read()
     try:
