@@ -144,6 +144,12 @@ def model_data(meta, data_name, target, require_target=True):
     )
     check_target(data, target)
     expected = len(meta["feature_mean"])
+    if (data.X.shape[1] == expected - 1 and not require_target and target is None and meta["feature_names"] is None
+            and data.target_name is not None and str(data_name).lower().endswith(".csv")):
+        # a model that names no columns (a foreign ONNX file): every column is a feature when
+        # their number is the model's, as predict needs no target
+        data = load_dataset(data_name, task=meta["task"], features=[*data.feature_names, data.target_name],
+                            require_target=False)
     if data.X.shape[1] != expected:
         raise ValueError(f"the model takes {expected} features; {data.source} has {data.X.shape[1]}")
     # float64 for explain and gradcheck; every value checked against the model's dtype

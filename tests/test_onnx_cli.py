@@ -68,3 +68,20 @@ def test_a_pytorch_mlp_is_explained_gradchecked_and_fine_tuned(tmp_path):
 
     tuned = backprop.load(tmp_path / "tuned.npz")
     assert [p.shape for p in tuned.parameters()] == [tuple(p.shape) for p in module.parameters()]
+
+
+def test_predict_with_a_foreign_model_takes_every_column_when_their_number_is_the_models(tmp_path):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(1, 4),), tmp_path / "foreign.onnx", dynamo=False,
+                          dynamic_axes={"input": {0: "N"}}, input_names=["input"])
+    rows = np.random.default_rng(0).normal(size=(5, 4))
+    with open(tmp_path / "x.csv", "w", newline="") as file:
+        csv.writer(file).writerows([["a", "b", "c", "d"], *rows.tolist()])
+    out = backprop_command("predict", "--model", "foreign.onnx", "--data", "x.csv", "--out", "p.csv", cwd=tmp_path)
+    with open(tmp_path / "p.csv") as file:
+        predicted = [row[0] for row in list(csv.reader(file))[1:]]
+    expected = module(torch.tensor(rows, dtype=torch.float32)).argmax(1).tolist()
+    assert predicted == [str(k) for k in expected], out.stdout
