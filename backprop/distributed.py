@@ -451,8 +451,9 @@ class DataParallelFit:
     def __init__(self, model, train_loader, val_loader):
         self.rank, self.world_size = init()
         self.writes = self.rank == 0
+        # the same check on every rank, before any collective: each ends with the same error
+        self.train_loader = self._shard(train_loader)
         with abort_on_error():  # a rank that fails here must not leave the others waiting
-            self.train_loader = self._shard(train_loader)
             self.val_loader = None if val_loader is None else self._every_nth(val_loader)
             self.ddp = DistributedDataParallel(model, weigh_by_batch=True)
 
@@ -472,9 +473,9 @@ class DataParallelFit:
         last = 0 if loader.drop_last else n % batch
         if batch < world or 0 < last < world:
             raise ValueError(
-                f"fit(distributed=True): a batch of {batch if batch < world else last} examples cannot be shared by "
-                f"the {world} ranks (each needs one); use a batch size of at least {world} whose last batch "
-                f"({n} examples in all) has at least {world} or none, or drop_last"
+                f"a batch of {batch if batch < world else last} examples cannot be shared by the {world} ranks "
+                f"(each needs one): choose a batch size (--batch-size) of at least {world} that leaves a last batch "
+                f"of at least {world} or none of the {n} training examples"
             )
         shares = BatchShares(loader.dataset, batch, world, self.rank, isinstance(loader.sampler, RandomSampler),
                              loader.drop_last)

@@ -287,3 +287,13 @@ def test_a_pytorch_ddp_script_with_only_its_imports_changed_keeps_the_ranks_equa
         assert_close(s, expected, f"the DDP script on {ranks} ranks")
         for key in s:
             np.testing.assert_array_equal(s[key], saved[0][key], err_msg=key)
+
+
+def test_the_command_on_three_workers_with_a_batch_of_two_says_so_once_without_an_abort(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-m", "backprop", "train", "--epochs", "1", "--workers", "3", "--batch-size", "2"]
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: a batch of 2 examples cannot be shared by the 3 ranks"), done.stderr
+    assert "--batch-size" in lines[0] and "Abort" not in done.stderr

@@ -35,7 +35,8 @@ def _one_line(error):
 
 
 def _fail(message, code):
-    click.echo(f"error: {' '.join(message.split())}", err=True)
+    if sys.modules.get("backprop.distributed") is None or sys.modules["backprop.distributed"].get_rank() == 0:
+        click.echo(f"error: {' '.join(message.split())}", err=True)  # once for a job of many ranks
     return code
 
 
