@@ -112,6 +112,10 @@ def get_world_size():
 
 def _aborting(previous_hook):
     def hook(kind, value, tb):
+        if isinstance(value, EveryRankError):  # every rank ends here: rank 0 reports it, no abort
+            if get_rank() == 0:
+                previous_hook(kind, value, tb)
+            return
         report = io.StringIO()
         with contextlib.redirect_stderr(report):
             previous_hook(kind, value, tb)
@@ -132,9 +136,16 @@ def abort_on_error():
     when this process exits (``MPI_Abort``), after the caller has reported it."""
     try:
         yield
+    except EveryRankError:  # every rank stops here: none waits in a collective
+        raise
     except BaseException as error:
         _abort_at_exit(error)
         raise
+
+
+class EveryRankError(ValueError):
+    """An error that every rank raises at the same point (a check of facts all ranks share,
+    before any collective): the ranks end together, without aborting the job."""
 
 
 def _abort_at_exit(error):
@@ -465,14 +476,14 @@ class DataParallelFit:
                 f"{type(loader.sampler).__name__} (pass the data without a sampler)"
             )
         if n < world:
-            raise ValueError(
+            raise EveryRankError(
                 f"fit(distributed=True): the training data has {n} examples, fewer than the {world} ranks; "
                 "every rank needs at least one (use fewer ranks)"
             )
         batch = min(batch or n, n)
         last = 0 if loader.drop_last else n % batch
         if batch < world or 0 < last < world:
-            raise ValueError(
+            raise EveryRankError(
                 f"a batch of {batch if batch < world else last} examples cannot be shared by the {world} ranks "
                 f"(each needs one): choose a batch size (--batch-size) of at least {world} that leaves a last batch "
                 f"of at least {world} or none of the {n} training examples"
