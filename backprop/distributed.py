@@ -399,8 +399,8 @@ class DistributedDataParallel(Module):
         checksum = xp.array([sum(float(xp.sum(p.data, dtype=xp.float64)) for p in self._params)] * 2)
         checksum[1] = -checksum[1]
         _all_max(checksum)
-        if checksum[0] != -checksum[1]:
-            raise RuntimeError(
+        if checksum[0] != -checksum[1]:  # every rank sees the same maximum and minimum
+            raise EveryRankError(
                 f"DistributedDataParallel: the ranks' weights differ at call {self._step.calls} "
                 "(something changed them on one rank only)"
             )

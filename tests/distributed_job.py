@@ -128,6 +128,16 @@ def main(config):
         model, train, _ = problem()
         fit(model, nn.CrossEntropyLoss(), make_optimizer("sgd", model), train, 1000, batch_size=6,
             progress=False, distributed=True)
+    elif config["mode"] == "drift":  # one rank changes its weights behind DDP's back
+        model, (X, y), _ = problem()
+        ddp = distributed.DistributedDataParallel(model, check_every=3)
+        optimizer = make_optimizer("sgd", model)
+        for step in range(6):
+            if step == 1 and rank == 1:
+                model[0].bias.data[0] += 1e-9
+            optimizer.zero_grad()
+            nn.CrossEntropyLoss()(ddp(backprop.Tensor(X)), backprop.Tensor(y)).backward()
+            optimizer.step()
     elif config["mode"] == "tiny_data":
         model, train, _ = problem(n=world - 1)
         fit(model, nn.CrossEntropyLoss(), make_optimizer("sgd", model), train, 2, progress=False, distributed=True)

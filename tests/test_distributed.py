@@ -121,6 +121,12 @@ def test_a_failing_rank_ends_the_whole_job_with_its_error(tmp_path, mode, messag
     assert saved == []
 
 
+def test_weights_that_drift_apart_are_one_error_naming_the_call(tmp_path):
+    done, saved = run_job(2, tmp_path, timeout=60, mode="drift")
+    assert done.returncode != 0 and saved == []
+    assert "the ranks' weights differ at call 3" in done.stderr and "Abort" not in done.stderr
+
+
 def test_a_rank_without_training_examples_is_an_error_before_training(tmp_path):
     done, saved = run_job(3, tmp_path, timeout=60, mode="tiny_data")
     assert done.returncode != 0
