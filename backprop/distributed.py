@@ -28,7 +28,6 @@ that a caller catches (the command prints its one-line error, then the job ends)
 
 import contextlib
 import importlib.util
-import io
 import itertools
 import numbers
 import os
@@ -37,9 +36,12 @@ import subprocess
 import sys
 import types
 import weakref
-import time
 
 from backprop.backend import xp
+from backprop.mpi import (  # noqa: F401 - the job's public names, here too
+    MPI_MISSING, EveryRankError, abort_at_exit, abort_on_error, all_max, all_sum, all_sum_started, barrier, broadcast,
+    destroy_process_group, get_rank, get_world_size, init, init_process_group, is_initialized,
+)
 from backprop.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 from backprop.nn import Module
 from backprop.random import generator
@@ -47,145 +49,20 @@ from backprop.tensor import Tensor, queue_callback
 
 __all__ = [
     "init",
+    "init_process_group",
+    "is_initialized",
+    "destroy_process_group",
+    "barrier",
     "get_rank",
     "get_world_size",
     "DistributedSampler",
+    "BatchShares",
     "DistributedDataParallel",
     "abort_on_error",
+    "EveryRankError",
     "launch",
     "find_mpiexec",
 ]
-
-MPI_MISSING = "distributed training needs MPI: pip install 'backprop[mpi]' (mpi4py and MPICH)"
-
-_comm = None  # MPI.COMM_WORLD once init() has run
-# How long a failing rank waits, its report written, before MPI_Abort ends every process:
-# time for mpiexec to forward the report, which it drops once the abort kills the pipes.
-_FORWARD_SECONDS = 0.5
-
-
-def init():
-    """Join the MPI job and return ``(rank, world_size)``; later calls return the same.
-
-    In a job of more than one rank, an uncaught exception then aborts every rank.
-    Raises ImportError with what to install when mpi4py is missing."""
-    global _comm
-    if _comm is None:
-        try:
-            from mpi4py import MPI
-        except ImportError:
-            raise ImportError(MPI_MISSING) from None
-        _comm = MPI.COMM_WORLD
-        if _comm.Get_size() > 1:
-            sys.excepthook = _aborting(sys.excepthook)
-    return _comm.Get_rank(), _comm.Get_size()
-
-
-def init_process_group(backend="mpi", **options):
-    """PyTorch's way to join the job: ``init()`` (on MPI, whatever ``backend`` names)."""
-    init()
-
-
-def is_initialized():
-    return _comm is not None
-
-
-def destroy_process_group():
-    """Nothing to release: MPI ends with the process."""
-
-
-def barrier():
-    """Wait until every rank has reached this call."""
-    if get_world_size() > 1:
-        _comm.Barrier()
-
-
-def get_rank():
-    """This process's rank (0 before ``init()``)."""
-    return 0 if _comm is None else _comm.Get_rank()
-
-
-def get_world_size():
-    """The number of ranks in the job (1 before ``init()``)."""
-    return 1 if _comm is None else _comm.Get_size()
-
-
-def _aborting(previous_hook):
-    def hook(kind, value, tb):
-        if isinstance(value, EveryRankError):  # every rank ends here: rank 0 reports it, no abort
-            if get_rank() == 0:
-                previous_hook(kind, value, tb)
-            return
-        report = io.StringIO()
-        with contextlib.redirect_stderr(report):
-            previous_hook(kind, value, tb)
-        rank, size = get_rank(), get_world_size()
-        report.write(f"backprop.distributed: rank {rank} of {size} failed; aborting the job\n")
-        sys.stdout.flush()
-        sys.stderr.write(report.getvalue())  # one write: another rank's abort cannot cut it in half
-        sys.stderr.flush()
-        time.sleep(_FORWARD_SECONDS)
-        _comm.Abort(1)
-
-    return hook
-
-
-@contextlib.contextmanager
-def abort_on_error():
-    """An exception leaving this block (or a non-zero ``sys.exit``) ends the whole MPI job
-    when this process exits (``MPI_Abort``), after the caller has reported it."""
-    try:
-        yield
-    except EveryRankError:  # every rank stops here: none waits in a collective
-        raise
-    except BaseException as error:
-        _abort_at_exit(error)
-        raise
-
-
-class EveryRankError(ValueError):
-    """An error that every rank raises at the same point (a check of facts all ranks share,
-    before any collective): the ranks end together, without aborting the job."""
-
-
-def _abort_at_exit(error):
-    if get_world_size() > 1:
-        from mpi4py.run import set_abort_status
-
-        set_abort_status(error if isinstance(error, (SystemExit, KeyboardInterrupt)) else 1)
-
-
-def _all_sum(array):
-    """Sum ``array`` over the ranks, in place (one Allreduce)."""
-    if get_world_size() > 1:
-        from mpi4py import MPI
-
-        _comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
-    return array
-
-
-def _all_sum_started(array):
-    """Start summing ``array`` over the ranks, in place (a non-blocking Iallreduce); the
-    request's ``Wait()`` finishes it."""
-    from mpi4py import MPI
-
-    return _comm.Iallreduce(MPI.IN_PLACE, array, op=MPI.SUM)
-
-
-def _all_max(array):
-    """The elementwise maximum of ``array`` over the ranks, in place."""
-    from mpi4py import MPI
-
-    _comm.Allreduce(MPI.IN_PLACE, array, op=MPI.MAX)
-    return array
-
-
-def _broadcast(array):
-    """Rank 0's ``array`` on every rank, in place (one Bcast)."""
-    if get_world_size() > 1:
-        _comm.Bcast(array, root=0)
-    return array
-
 
 # -- the data: each rank its shard ----------------------------------------------------------
 class DistributedSampler(Sampler):
@@ -237,7 +114,7 @@ class DistributedSampler(Sampler):
         if not self.shuffle:
             order = xp.arange(n)
         elif self.seed is None:
-            order = _broadcast(generator().permutation(n) if get_rank() == 0 else xp.empty(n, xp.int64))
+            order = broadcast(generator().permutation(n) if get_rank() == 0 else xp.empty(n, xp.int64))
         else:
             order = xp.random.default_rng(self.seed + self.epoch).permutation(n)
         if self.total_size > n:
@@ -350,7 +227,7 @@ class DistributedDataParallel(Module):
         for bucket in self._buckets:
             for p, view in zip(bucket.params, bucket.views):
                 view[...] = p.data.reshape(-1)
-            _broadcast(bucket.flat[: bucket.size])
+            broadcast(bucket.flat[: bucket.size])
             for p, view in zip(bucket.params, bucket.views):
                 p.data[...] = view.reshape(p.data.shape)
 
@@ -398,7 +275,7 @@ class DistributedDataParallel(Module):
     def _check_identical(self):
         checksum = xp.array([sum(float(xp.sum(p.data, dtype=xp.float64)) for p in self._params)] * 2)
         checksum[1] = -checksum[1]
-        _all_max(checksum)
+        all_max(checksum)
         if checksum[0] != -checksum[1]:  # every rank sees the same maximum and minimum
             raise EveryRankError(
                 f"DistributedDataParallel: the ranks' weights differ at call {self._step.calls} "
@@ -440,7 +317,7 @@ class _Bucket:
             if not ready:
                 self.views[k][...] = 0
         self.flat[-1] = 1.0 if share is None else share
-        self.request = _all_sum_started(self.flat)
+        self.request = all_sum_started(self.flat)
 
 
 # -- fit(..., distributed=True) ---------------------------------------------------------------
@@ -500,12 +377,12 @@ class DataParallelFit:
         """Sum ``totals.sums`` and ``totals.counts`` (dicts of numbers) over the ranks, in place."""
         names = list(totals.sums)
         values = xp.array([totals.sums[k] for k in names] + [totals.counts[k] for k in names], xp.float64)
-        _all_sum(values)
+        all_sum(values)
         totals.sums = dict(zip(names, values[: len(names)].tolist()))
         totals.counts = dict(zip(names, values[len(names) :].tolist()))
 
     def failed(self, error):
-        _abort_at_exit(error)
+        abort_at_exit(error)
 
 
 # -- starting a job on this machine -----------------------------------------------------------

@@ -117,7 +117,7 @@ def worker(batch, seconds):
         for _ in range(3):
             step()
         steps = np.array([max(5, round(seconds / ((time.perf_counter() - started) / 3)))])
-        distributed._broadcast(steps)  # rank 0's count: every rank must take the same number of steps
+        distributed.broadcast(steps)  # rank 0's count: every rank must take the same number of steps
         steps = int(steps[0])
         waiting = backward = 0.0
         started = time.perf_counter()
@@ -130,7 +130,7 @@ def worker(batch, seconds):
         allreduce = []
         for _ in range(max(steps, 20)):  # the Allreduce alone, on a buffer of all the gradients
             started = time.perf_counter()
-            distributed._all_sum(flat)
+            distributed.all_sum(flat)
             allreduce.append(time.perf_counter() - started)
         measured[bucket_mb] = {
             "step_s": total / steps, "samples_per_s": steps * batch / total, "waiting_s": waiting / steps,
