@@ -60,7 +60,7 @@ class _Monitor:
     def __init__(self, owner, monitor, mode, min_delta):
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max'; got {mode!r}")
-        if not isinstance(min_delta, numbers.Real) or min_delta < 0:
+        if not isinstance(min_delta, numbers.Real) or not 0 <= min_delta < float("inf"):
             raise ValueError(f"{owner}: min_delta must be a number >= 0; got {min_delta!r}")
         self.owner, self.monitor, self.min_delta = owner, monitor, float(min_delta)
         self.maximize = mode == "max" or (mode == "auto" and monitor is not None and monitor.endswith("accuracy"))

@@ -449,7 +449,8 @@ def test_mlp_memory_of_a_billion_wide_layer_is_counted_without_overflow():
 @given(value=st.sampled_from([float("nan"), float("inf"), -float("inf"), -1.0, 0.0, -1e-300, 1e308]),
        which=st.sampled_from(["LeakyReLU", "HuberLoss", "SmoothL1Loss", "StepLR", "MultiStepLR", "ExponentialLR",
                               "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "clip_grad_norm_",
-                              "clip_grad_value_", "SGD", "Adam", "Dropout", "CrossEntropyLoss"]))
+                              "clip_grad_value_", "SGD", "Adam", "Dropout", "CrossEntropyLoss", "EarlyStopping",
+                              "leaky_relu", "huber_loss", "normal_", "uniform_", "constant_", "RMSprop"]))
 def test_every_numeric_hyperparameter_gives_a_valid_object_or_one_error_naming_it(value, which):
     from backprop.optim import lr_scheduler
 
@@ -468,6 +469,13 @@ def test_every_numeric_hyperparameter_gives_a_valid_object_or_one_error_naming_i
         "SGD": lambda: backprop.optim.SGD(model.parameters(), lr=value),
         "Adam": lambda: backprop.optim.Adam(model.parameters(), lr=0.1, betas=(value, 0.999)),
         "Dropout": lambda: nn.Dropout(value), "CrossEntropyLoss": lambda: nn.CrossEntropyLoss(label_smoothing=value),
+        "EarlyStopping": lambda: backprop.training.EarlyStopping(min_delta=value),
+        "leaky_relu": lambda: nn.functional.leaky_relu(backprop.ones(2), value),
+        "huber_loss": lambda: nn.functional.huber_loss(backprop.ones(2), backprop.zeros(2), delta=value),
+        "normal_": lambda: nn.init.normal_(backprop.zeros(2), std=value),
+        "uniform_": lambda: nn.init.uniform_(backprop.zeros(2), a=value),
+        "constant_": lambda: nn.init.constant_(backprop.zeros(2), value),
+        "RMSprop": lambda: backprop.optim.RMSprop(model.parameters(), alpha=value),
     }[which]
     try:
         made = make()

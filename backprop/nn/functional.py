@@ -9,6 +9,7 @@ cross-entropy), ``'sum'`` or ``'none'`` (the per-element losses).
 """
 
 from backprop import backend, loss_ops, ops
+from backprop.checks import real
 from backprop.random import generator
 from backprop.tensor import Tensor, as_tensor, where
 
@@ -41,7 +42,7 @@ def relu(input):
 
 def leaky_relu(input, negative_slope=0.01):
     """x if x > 0 else negative_slope * x."""
-    return ops.leaky_relu(as_tensor(input), negative_slope)
+    return ops.leaky_relu(as_tensor(input), real(negative_slope, "leaky_relu: negative_slope"))
 
 
 def sigmoid(input):
@@ -138,6 +139,7 @@ def l1_loss(input, target, reduction="mean"):
 
 def huber_loss(input, target, reduction="mean", delta=1.0):
     """d^2 / 2 where |d| < delta, else delta (|d| - delta / 2), for d = x - y."""
+    delta = real(delta, "huber_loss: delta", 0, low_open=True)
     d = _difference(input, target, "huber_loss")
     small = d.abs().data < delta
     return _reduce(where(small, d * d * 0.5, (d.abs() - 0.5 * delta) * delta), reduction)
@@ -145,7 +147,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
 
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """d^2 / (2 beta) where |d| < beta, else |d| - beta / 2: ``huber_loss`` / beta."""
-    if beta == 0:
+    if real(beta, "smooth_l1_loss: beta", 0) == 0:
         return l1_loss(input, target, reduction)
     return huber_loss(input, target, reduction, beta) * (1.0 / beta)
 

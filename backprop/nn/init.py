@@ -8,6 +8,7 @@ fan_out = out * prod(k).
 
 import math
 
+from backprop.checks import real
 from backprop.random import generator
 
 __all__ = [
@@ -54,16 +55,18 @@ def _fill(tensor, values):
 
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with U(a, b)."""
+    a, b = real(a, "uniform_: a"), real(b, "uniform_: b")
     return _fill(tensor, generator().uniform(a, b, tensor.shape))
 
 
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with N(mean, std^2)."""
+    mean, std = real(mean, "normal_: mean"), real(std, "normal_: std", 0)
     return _fill(tensor, generator().normal(mean, std, tensor.shape))
 
 
 def constant_(tensor, val):
-    return _fill(tensor, val)
+    return _fill(tensor, real(val, "constant_: val"))
 
 
 def ones_(tensor):

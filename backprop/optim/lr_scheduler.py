@@ -75,7 +75,7 @@ class MultiStepLR(LRScheduler):
 
     def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
         gamma = real(gamma, "gamma", 0)
-        self.milestones = sorted(milestones)
+        self.milestones = sorted(positive_int(m, "milestones") for m in milestones)
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
