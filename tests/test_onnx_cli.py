@@ -85,3 +85,22 @@ def test_predict_with_a_foreign_model_takes_every_column_when_their_number_is_th
         predicted = [row[0] for row in list(csv.reader(file))[1:]]
     expected = module(torch.tensor(rows, dtype=torch.float32)).argmax(1).tolist()
     assert predicted == [str(k) for k in expected], out.stdout
+
+
+def test_train_init_from_an_onnx_model_with_nan_weights_names_the_cause(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="dense", transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        [numpy_helper.from_array(np.array([[np.nan, 1], [0, 1]], np.float32), "W"),
+         numpy_helper.from_array(np.zeros(2, np.float32), "b")],
+    )
+    (tmp_path / "nanw.onnx").write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    rows = np.random.default_rng(0).normal(size=(40, 2))
+    with open(tmp_path / "d.csv", "w", newline="") as file:
+        csv.writer(file).writerows([["a", "b", "label"], *[[*r, int(r[0] > 0)] for r in rows.tolist()]])
+    failed = backprop_command("train", "--init", "nanw.onnx", "--data", "d.csv", "--out", "m.npz", cwd=tmp_path, ok=False)
+    assert "nanw.onnx: Gemm node 'dense': its weight holds NaN or infinite values" in failed.stderr
+    assert "learning rate" not in failed.stderr and not (tmp_path / "m.npz").exists()
