@@ -14,11 +14,13 @@ import click
 from backprop.cli.common import LayerSizes, check_files, check_memory
 from backprop.explain import trace as trace_example
 from backprop.explain import worked_example
+from backprop.explain.html import to_html
+from backprop.explain.tracing import playback, worked_model
 from backprop.files import atomic_write
 from backprop.nn import LOSSES, mlp_memory
 from backprop.pipeline import label_names, load_model, loss_module, model_data
 
-_WORKED_OPTIONS = ("layers", "activation", "output", "loss", "seed", "x", "y")
+_WORKED_OPTIONS = ("layers", "activation", "output", "loss", "seed", "x", "y", "no_bias")
 _GRAPH_FORMATS = ("svg", "png", "pdf", "dot")
 
 
@@ -41,14 +43,18 @@ def _numbers(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True, help="Draws the parameters (and x when not given).")
 @click.option("--x", "x", callback=_numbers, help="The input, comma-separated (default: drawn with the seed).")
 @click.option("--y", "y", callback=_numbers, help="The target, comma-separated (default: the first class, one-hot).")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex", "json", "html"]), default="text", show_default=True,
+              help="html: one self-contained interactive page (open it in a browser; it loads nothing).")
+@click.option("--no-bias", is_flag=True, help="Leave the worked example's biases out.")
+@click.option("--steps", type=click.IntRange(min=0, max=1000), default=50, show_default=True,
+              help="With --format html: the training steps (SGD at --lr on the example) the page plays back.")
 @click.option("--model", type=click.Path(dir_okay=False), help="Trace one example through this model (saved by 'backprop train').")
 @click.option("--data", help="With --model: the dataset the example comes from (built-in name or file).")
 @click.option("--target", default=None, help="With --model: the CSV column holding the target.")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="With --model: which example of --data.")
 @click.option("--full", is_flag=True, help="Print large matrices in full instead of their corners, norm and shape.")
 @click.option("--graph", type=click.Path(dir_okay=False), help="Also write the computation graph: out.svg, out.png, out.pdf (with Graphviz's dot) or out.dot.")
-def explain(layers, activation, output, loss, lr, seed, x, y, fmt, model, data, target, index, full, graph):
+def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, steps, model, data, target, index, full, graph):
     """Work backpropagation through by hand: forward values, the loss, each stage of the
     chain rule with numbers (checked by finite differences), and the update.
 
@@ -57,6 +63,7 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, model, data, 
     backprop explain --layers 3,4,2 --activation relu --output sigmoid --loss bce
     backprop explain --x 0.5,-1 --y 0,1 --format latex > page.tex
     backprop explain --model model.npz --data digits --index 7
+    backprop explain --format html > page.html              # interactive, opens offline
     """
     ctx = click.get_current_context()
     if graph is not None and Path(graph).suffix.lower().lstrip(".") not in _GRAPH_FORMATS:
@@ -68,9 +75,12 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, model, data, 
             raise ValueError("--data, --target and --index choose an example for --model; give --model too")
         # the page checks every partial derivative: P finite differences of a P-weight network
         check_memory(mlp_memory(layers, "float64", batch_size=1), f"--layers {','.join(map(str, layers))}")
-        trace = worked_example(layers, activation, output, loss, lr, seed, x, y)
+        trace = worked_example(layers, activation, output, loss, lr, seed, x, y, bias=not no_bias)
+        if fmt == "html" and steps:
+            network, x_, y_ = worked_model(layers, activation, output, seed, x, y, bias=not no_bias)
+            played = playback(network, loss, x_, y_, lr, steps)
     else:
-        given = [f"--{name}" for name in _WORKED_OPTIONS if _given(ctx, name)]
+        given = [f"--{name.replace('_', '-')}" for name in _WORKED_OPTIONS if _given(ctx, name)]
         if given:
             raise ValueError(f"{', '.join(given)} describe the worked example; with --model the network and example come from the model and --data")
         if data is None:
@@ -78,6 +88,7 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, model, data, 
         trace = _model_trace(model, data, target, index, lr)
 
     page = {
+        "html": lambda: to_html(trace, played if model is None and fmt == "html" and steps else ()),
         "text": lambda: trace.to_text(full),
         "markdown": lambda: trace.to_markdown(full),
         "latex": lambda: trace.to_latex(full),

@@ -243,12 +243,22 @@ def trace(model, loss_fn, x, y, lr=0.02):
     return Trace(float(lr), sizes, [layer.activation for layer in layers], loss, stages, loss_tensor, names)
 
 
-def worked_example(layers=(2, 2, 2), activation="sigmoid", output="softmax", loss="ce", lr=0.02, seed=0, x=None, y=None):
+def worked_example(layers=(2, 2, 2), activation="sigmoid", output="softmax", loss="ce", lr=0.02, seed=0, x=None, y=None,
+                   bias=True):
     """The textbook's worked example: a fully connected network of the given ``layers``
     sizes (input to output), ``activation`` on the hidden layers and ``output`` on the
     last, parameters drawn from U(-1, 1) with ``seed`` and rounded to two decimals (so
     the page can be checked by hand), one example ``x`` (default: drawn the same way)
-    with target ``y`` (default: the first class, one-hot), traced with ``loss``."""
+    with target ``y`` (default: the first class, one-hot), traced with ``loss``;
+    ``bias=False`` leaves the biases out."""
+    model, x, y = worked_model(layers, activation, output, seed, x, y, bias)
+    worked = trace(model, loss, x, y, lr)
+    worked.note = f"Parameters drawn from U(-1, 1) with seed {seed} and rounded to two decimals."
+    return worked
+
+
+def worked_model(layers=(2, 2, 2), activation="sigmoid", output="softmax", seed=0, x=None, y=None, bias=True):
+    """(model, x, y) of ``worked_example``."""
     sizes = list(layers)
     if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
         raise ValueError(f"layers must be two or more positive integers (input to output sizes); got {layers!r}")
@@ -259,9 +269,10 @@ def worked_example(layers=(2, 2, 2), activation="sigmoid", output="softmax", los
     rng = np.random.default_rng(seed)
     model = nn.Sequential()
     for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
-        linear = nn.Linear(n_in, n_out, dtype=np.float64)
+        linear = nn.Linear(n_in, n_out, bias=bias, dtype=np.float64)
         linear.weight.data[...] = np.round(rng.uniform(-1, 1, (n_out, n_in)), 2)
-        linear.bias.data[...] = np.round(rng.uniform(-1, 1, n_out), 2)
+        if bias:
+            linear.bias.data[...] = np.round(rng.uniform(-1, 1, n_out), 2)
         model.append(linear)
         last = k == len(sizes) - 2
         model.append(nn.Softmax(dim=-1) if last and output == "softmax" else nn.ACTIVATIONS[output if last else activation]())
@@ -269,9 +280,29 @@ def worked_example(layers=(2, 2, 2), activation="sigmoid", output="softmax", los
         x = np.round(rng.uniform(-1, 1, sizes[0]), 2)
     if y is None:
         y = np.eye(sizes[-1])[0]
-    worked = trace(model, loss, x, y, lr)
-    worked.note = f"Parameters drawn from U(-1, 1) with seed {seed} and rounded to two decimals."
-    return worked
+    return model, x, y
+
+
+def playback(model, loss_fn, x, y, lr=0.02, steps=50):
+    """``steps`` steps of gradient descent on the example, each traced: a list of
+    ``{"loss", "grad_norms" (|dW[l]| per layer), "trace" (the step's ``to_dict``)}``. The
+    model is left as it was."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    saved = [p.data.copy() for p in model.parameters()]
+    played = []
+    try:
+        for _ in range(steps):
+            step = trace(model, loss_fn, x, y, lr)
+            norms = [float(np.linalg.norm(step.stage(f"dW{l}").value)) for l in range(1, len(layers) + 1)]
+            played.append({"loss": step.loss_value, "grad_norms": norms, "trace": step.to_dict()})
+            for l, layer in enumerate(layers, 1):
+                layer.weight.data[...] = step.stage(f"W{l}", "updated").value
+                if layer.bias is not None:
+                    layer.bias.data[...] = step.stage(f"b{l}", "updated").value
+    finally:
+        for p, data in zip(model.parameters(), saved):
+            p.data[...] = data
+    return played
 
 
 def _layers_and_loss(model, loss_fn):
