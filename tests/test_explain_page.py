@@ -58,12 +58,42 @@ def opened(browser, path, width=1000):
     return page, problems
 
 
+def value_of(doc, stage, numbers=None):
+    """The numbers a stage shows, where the page reads them: the step's (or the trace's)
+    ``to_dict`` sections, else the stage's own value."""
+    numbers = numbers or doc
+    if stage["section"] == "loss":
+        return numbers["loss_value"]
+    held = numbers if stage["section"] == "input" else numbers.get(stage["section"], {})
+    return held.get(stage["key"], stage.get("value"))
+
+
+def cells(value):
+    """The cells the page's table shows for ``value``: every entry, or a large matrix's
+    corners (3 first and 2 last rows and columns) around gaps."""
+    rows = value if isinstance(value, list) and value and isinstance(value[0], list) else [value] if isinstance(value, list) else [[value]]
+
+    def cut(items):
+        return items if len(items) <= 8 else [*items[:3], None, *items[-2:]]
+
+    shown = []
+    for row in cut(rows):
+        columns = cut(rows[0] if row is None else row)
+        shown += ["\u2026" if v is None and k == 3 and len(rows[0]) > 8 else "\u22ee" if row is None else fmt(v)
+                  for k, v in enumerate(columns)]
+    return shown
+
+
 def fmt(value):
     """The page's number format (page.js's fmt), for comparing what it shows."""
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return repr(float(f"{value:.6g}")).removesuffix(".0") if float(f"{value:.6g}").is_integer() else repr(float(f"{value:.6g}"))
+    if value is None:
+        return "\u2014"
+    if value == 0:
+        return "0"
+    if 1e-3 <= abs(value) < 1e5:
+        return repr(float(f"{value:.6g}")).removesuffix(".0")
     mantissa, exponent = f"{value:.4e}".split("e")
-    return f"{float(mantissa):g}e{int(exponent):+d}"
+    return f"{mantissa}e{int(exponent):+d}"
 
 
 @pytest.mark.parametrize("name", SEEDS)
@@ -76,11 +106,8 @@ def test_the_page_steps_through_every_stage_and_shows_the_engines_numbers(browse
     for k, stage in enumerate(doc["stages"]):
         assert status.inner_text() == f"{stage['title']}: {stage['formula']}"
         shown = page.locator('#stage table[data-role="value"] td').all_inner_texts()
-        value = stage["value"]
-        flat = [v for row in value for v in row] if isinstance(value, list) and value and isinstance(value[0], list) \
-            else value if isinstance(value, list) else [value]
-        assert shown == [fmt(v) for v in flat], stage["symbol"]
-        if "numerical" in stage:
+        assert shown == cells(value_of(doc, stage)), stage["symbol"]
+        if "checked" in stage:
             assert page.locator("#stage .ok").inner_text().startswith("\u2713")
         if k % 2:
             next_stage.click()
@@ -130,12 +157,33 @@ def test_the_training_plays_back_the_engines_steps_and_the_page_fits_360_px(brow
     while page.get_by_role("status").inner_text() != f"{stage['title']}: {stage['formula']}":
         page.get_by_role("button", name="Next stage").click()
     shown = page.locator('#stage table[data-role="value"] td').all_inner_texts()
-    assert shown == [fmt(v) for row in last["trace"]["backward"]["dW2"] for v in row]
+    assert shown == cells(last["trace"]["backward"]["dW2"])
     slider.fill("0")
     page.get_by_role("button", name="Play").click()
     sync_api.expect(slider).to_have_value(str(len(doc["steps"]) - 1), timeout=20000)  # played to the end
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     page.screenshot(path=str(_shots(tmp_path) / "001-360px.png"), full_page=True)
+    assert problems == []
+
+
+def test_a_trained_digits_model_shows_its_layers_as_blocks_its_example_as_an_image_and_every_stage(browser, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "backprop", "train", "--epochs", "2", "--out", "digits.npz"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    path = page_of(["--model", str(tmp_path / "digits.npz"), "--data", "digits", "--index", "7"], tmp_path, "digits")
+    assert path.stat().st_size < 1_000_000
+    page, problems = opened(browser, path)
+    doc = json.loads(page.locator("#backprop-trace").text_content())
+    assert doc["sizes"] == [64, 128, 10] and doc["image"] == [8, 8]
+    assert page.get_by_role("img", name="The input as a 8x8 image").locator("rect").count() == 64
+    for stage in doc["stages"]:
+        assert page.get_by_role("status").inner_text() == f"{stage['title']}: {stage['formula']}"
+        assert page.locator('#stage table[data-role="value"] td').all_inner_texts() == cells(value_of(doc, stage))
+        if stage["key"] == "W1":
+            assert page.locator("#stage p.formula").last.inner_text().startswith("shape 128x64, norm ")
+        page.keyboard.press("ArrowRight")
+    page.screenshot(path=str(_shots(tmp_path) / "digits-model.png"), full_page=True)
     assert problems == []
 
 

@@ -22,6 +22,7 @@ from backprop.pipeline import label_names, load_model, loss_module, model_data
 
 _WORKED_OPTIONS = ("layers", "activation", "output", "loss", "seed", "x", "y", "no_bias")
 _GRAPH_FORMATS = ("svg", "png", "pdf", "dot")
+_IMAGES = {"digits": (8, 8)}  # built-in datasets of images: the html page draws the example
 
 
 def _numbers(ctx, param, value):
@@ -88,7 +89,7 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, step
         trace = _model_trace(model, data, target, index, lr)
 
     page = {
-        "html": lambda: to_html(trace, played if model is None and fmt == "html" and steps else ()),
+        "html": lambda: to_html(trace, played if model is None and steps else (), _IMAGES.get(data) if model else None),
         "text": lambda: trace.to_text(full),
         "markdown": lambda: trace.to_markdown(full),
         "latex": lambda: trace.to_latex(full),

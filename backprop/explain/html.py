@@ -30,16 +30,26 @@ _SLOPES = {
 }
 
 
-def to_html(trace, steps=()):
-    """The page for ``trace`` (a ``Trace``), with the training playback ``steps``."""
+CHAINS_UP_TO = 200  # parameters: a larger network's page leaves the per-entry chains out
+
+
+def to_html(trace, steps=(), image=None):
+    """The page for ``trace`` (a ``Trace``), with the training playback ``steps``; ``image``
+    (rows, columns) draws the input as a grey image (an 8x8 digit)."""
+    numbers = trace.to_dict()
+    # an entry left unchecked (a large layer's sample) is NaN there: null in JSON
+    numbers["numerical"] = {key: np.where(np.isnan(value), None, value).tolist()
+                            for key, value in ((k, np.asarray(v, dtype=float)) for k, v in numbers["numerical"].items())}
+    parameters = sum(np.size(value) for value in numbers["parameters"].values())
     document = {
-        **trace.to_dict(),
+        **numbers,
         "sizes": trace.sizes,
         "activations": trace.activations,
         "loss": trace.loss,
         "note": trace.note,
-        "stages": [_stage(stage) for stage in trace.stages],
-        "chains": chains(trace),
+        "image": image,
+        "stages": [_stage(stage, numbers) for stage in trace.stages],
+        "chains": chains(trace) if parameters <= CHAINS_UP_TO else {},
         "steps": list(steps),
     }
     # "</" cannot end the script element early; JSON reads "<\/" as "</"
@@ -52,11 +62,16 @@ def to_html(trace, steps=()):
             .replace("/*DATA*/", data))
 
 
-def _stage(stage):
+def _stage(stage, numbers):
+    """A stage for the stepper: its value and finite differences only where ``numbers``
+    (the ``to_dict``) does not hold them already (the page reads them there)."""
     entry = {"section": stage.section, "title": _SECTIONS[stage.section], "symbol": stage.symbol, "key": stage.key,
-             "formula": stage.formula, "value": np.asarray(stage.value).tolist()}
+             "formula": stage.formula}
+    held = numbers if stage.section == "input" else numbers.get(stage.section, {})
+    if stage.section != "loss" and stage.key not in held:
+        entry["value"] = np.asarray(stage.value).tolist()
     if stage.numerical is not None:
-        entry.update(numerical=np.nan_to_num(stage.numerical, nan=0.0).tolist(), agrees=stage.agrees)
+        entry.update(checked=stage.checked, agrees=stage.agrees)
     return entry
 
 

@@ -10,6 +10,7 @@
   let step = null; // the training step shown; null: the traced example
 
   function fmt(v) {
+    if (v === null) return "\u2014";
     if (typeof v !== "number") return String(v);
     if (v === 0 || (Math.abs(v) >= 1e-3 && Math.abs(v) < 1e5)) return String(+v.toPrecision(6));
     return v.toExponential(4);
@@ -29,18 +30,31 @@
     return found === undefined ? stage.value : found;
   }
   function numericalOf(stage) {
-    if (!("numerical" in stage)) return null;
-    return step === null ? stage.numerical : numbers().numerical[stage.key];
+    return "checked" in stage ? numbers().numerical[stage.key] : null;
+  }
+  const CORNER = 8; // a larger matrix shows its corners, its shape and its norm (as the text page)
+  const GAP = {}; // where a large matrix's middle rows or columns are left out
+  function cut(list) {
+    return list.length <= CORNER ? list : [...list.slice(0, 3), GAP, ...list.slice(-2)];
   }
   function matrix(value) {
     const rows = Array.isArray(value) ? (Array.isArray(value[0]) ? value : [value]) : [[value]];
-    const table = el("table");
-    for (const row of rows) {
+    const box = el("div");
+    const table = el("table", { "data-role": "value" });
+    for (const row of cut(rows)) {
       const tr = el("tr");
-      for (const v of row) tr.appendChild(el("td", {}, fmt(v)));
+      for (const v of cut(row === GAP ? rows[0] : row)) {
+        tr.appendChild(el("td", {}, v === GAP ? "\u2026" : row === GAP ? "\u22ee" : fmt(v)));
+      }
       table.appendChild(tr);
     }
-    return table;
+    box.appendChild(table);
+    if (rows.length > CORNER || rows[0].length > CORNER) {
+      const all = rows.flat().filter((v) => v !== null);
+      const some = all.length < rows.length * rows[0].length ? ` (of the ${all.length} entries given)` : "";
+      box.appendChild(el("p", { class: "formula" }, `shape ${rows.length}x${rows[0].length}, norm ${fmt(Math.hypot(...all))}${some}`));
+    }
+    return box;
   }
   function layerOf(key) {
     const m = /(\d+)$/.exec(key);
@@ -52,6 +66,7 @@
     const box = $("network");
     box.textContent = "";
     const d = numbers();
+    if (doc.image) box.appendChild(picture(d.x));
     const width = 140 * doc.sizes.length + 40;
     const tallest = Math.max(...doc.sizes);
     const height = small ? 70 * tallest + 40 : 160;
@@ -111,9 +126,21 @@
     box.appendChild(svg);
   }
 
+  function picture(x) {
+    const [rows, columns] = doc.image;
+    const low = Math.min(...x), high = Math.max(...x);
+    const svg = el("svg:svg", { viewBox: `0 0 ${columns} ${rows}`, width: 96, role: "img", "aria-label": `The input as a ${rows}x${columns} image` });
+    x.forEach((v, k) => {
+      const grey = Math.round(255 * (1 - (high === low ? 0 : (v - low) / (high - low))));
+      svg.appendChild(el("svg:rect", { x: k % columns, y: Math.floor(k / columns), width: 1, height: 1, fill: `rgb(${grey},${grey},${grey})` }));
+    });
+    return svg;
+  }
+
   // -- one parameter's chain ---------------------------------------------------------
   function showChain(place) {
     const chain = doc.chains[place];
+    if (!chain) return;
     const box = $("chain");
     box.textContent = "";
     box.setAttribute("aria-label", `Chain of derivatives for ${place}`);
@@ -147,13 +174,13 @@
     box.appendChild(el("p", { class: "formula" }, stage.formula));
     const value = valueOf(stage);
     box.appendChild(el("p", {}, `${stage.symbol} =`));
-    const shown = matrix(value);
-    shown.setAttribute("data-role", "value");
-    box.appendChild(shown);
+    box.appendChild(matrix(value));
     const numerical = numericalOf(stage);
     if (numerical) {
       box.appendChild(el("p", {}, "finite differences, (L(w + eps) - L(w - eps)) / 2 eps:"));
-      box.appendChild(matrix(numerical));
+      const check = matrix(numerical);
+      check.querySelector("table").setAttribute("data-role", "numerical");
+      box.appendChild(check);
       const ok = stage.agrees !== false;
       box.appendChild(el("p", { class: ok ? "ok" : "bad" }, ok ? "\u2713 the engine's gradient agrees" : "\u2717 they disagree"));
     }
@@ -215,6 +242,8 @@
   }
 
   $("note").textContent = doc.note || "";
+  if (!small) document.querySelector(".hint").textContent = "Layers drawn as blocks: the network is too large to draw each weight.";
+  if (!Object.keys(doc.chains).length) $("chain").textContent = "The chains of single weights are shown for networks of up to 200 parameters.";
   $("summary").textContent = `Layers ${doc.sizes.join("-")}, activations ${doc.activations.join(", ")}, loss ${doc.loss}, learning rate ${doc.lr}; loss ${fmt(doc.loss_value)}.`;
   $("previous").addEventListener("click", () => move(-1));
   $("next").addEventListener("click", () => move(1));
