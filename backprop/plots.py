@@ -6,6 +6,7 @@ not ``pyplot``), so it needs no display and leaves the user's pyplot backend and
 open figures untouched. The PNG is written atomically (``backprop.files.atomic_write``).
 """
 
+import io
 from pathlib import Path
 
 from backprop.files import atomic_write
@@ -18,6 +19,21 @@ def plot_history(history, path, title=None):
     such as ``{"loss": [...], "val_loss": [...], "accuracy": [...]}``; a ``val_``
     series is drawn in the same panel as its training series. Returns the path.
     """
+    fig = _history_figure(history, title)
+    path = Path(path)
+    with atomic_write(path) as file:
+        fig.savefig(file, dpi=100, format="png")
+    return path
+
+
+def history_png(history, title=None):
+    """The curves of ``plot_history`` as PNG bytes (a ``History`` in a notebook)."""
+    buffer = io.BytesIO()
+    _history_figure(history, title).savefig(buffer, dpi=100, format="png")
+    return buffer.getvalue()
+
+
+def _history_figure(history, title):
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -39,10 +55,7 @@ def plot_history(history, path, title=None):
         ax.legend()
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    with atomic_write(path) as file:
-        fig.savefig(file, dpi=100, format="png")
-    return path
+    return fig
 
 
 def plot_gradient_flow(norms, path):

@@ -58,6 +58,14 @@ class History:
         self.eager_reason = None
         self.numba_reason = None
 
+    def _repr_png_(self):
+        """In a notebook: the loss and metric curves (``plot_history``'s)."""
+        if not any(self.history.values()):
+            return None
+        from backprop.plots import history_png
+
+        return history_png(self)
+
     def append(self, epoch, logs):
         self.epoch.append(epoch)
         for key, value in logs.items():

@@ -16,6 +16,7 @@ Beside each parameter's gradient stands the central finite difference of the los
 copies the model to NumPy float64.
 """
 
+import html
 import json
 import math
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import numpy as np
 
 from backprop import loss_ops, nn, ops
 from backprop.explain.dot import to_dot
+from backprop.explain.html import to_html
 from backprop.explain.formulas import ACTIVATION_FORMULAS, LOSS_FORMULAS, LOSS_GRADIENTS
 from backprop.explain.render import LatexPage, MarkdownPage, TextPage, render
 from backprop.gradcheck import agrees, numerical_gradient
@@ -162,6 +164,23 @@ class Trace:
     def to_dot(self):
         """The engine's graph of this example, from the input to the loss, as Graphviz DOT."""
         return to_dot(self.loss_tensor, self.names)
+
+    def to_html(self, steps=(), image=None):
+        """The interactive page (``backprop.explain.html.to_html``)."""
+        return to_html(self, steps, image)
+
+    def _repr_html_(self):
+        """In Jupyter: the interactive page, in an iframe (``srcdoc``) that keeps its script apart."""
+        return (f'<iframe srcdoc="{html.escape(self.to_html())}" title="backprop explain" '
+                'style="width: 100%; height: 900px; border: 0"></iframe>')
+
+    def _repr_markdown_(self):
+        return self.to_markdown()
+
+    def _repr_latex_(self):
+        """The LaTeX page's body (a notebook converted to LaTeX)."""
+        page = self.to_latex()
+        return page[page.index("\\begin{document}") + len("\\begin{document}") : page.index("\\end{document}")].strip()
 
 
 def trace(model, loss_fn, x, y, lr=0.02):
