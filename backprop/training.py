@@ -19,7 +19,7 @@ import sys
 import weakref
 
 from backprop.backend import to_device, xp
-from backprop.callbacks import Callback, EarlyStopping, GradientFlow, GradientWarning, LRScheduler, ModelCheckpoint
+from backprop.callbacks import Callback, EarlyStopping, GradientFlow, GradientWarning, History, LRScheduler, ModelCheckpoint
 from backprop.compile import module_settings, train_step_for
 from backprop.data import DataLoader, Dataset, MisclassifiedSampler, Sampler, TensorDataset
 from backprop.metrics import METRICS
@@ -39,44 +39,6 @@ __all__ = [
 ]
 
 
-class History:
-    """What ``fit`` measured: ``history`` maps "loss", each metric, "val_loss" and
-    "val_<metric>" to a list with one value per epoch; ``epoch`` lists the epoch
-    indices trained; ``stopped_epoch`` is where training stopped early: the last epoch
-    trained when a callback stopped it, or the first epoch that had no batch to train
-    on (``MisclassifiedSampler`` with nothing misclassified); None when all epochs ran.
-    ``steps`` counts the training steps by path: "compiled" (a captured plan replayed,
-    ``backprop.compile``) and "eager"; ``eager_reason`` says why the last eager step was;
-    ``numba_reason`` why the last compiled step was not one Numba function (None when it
-    was)."""
-
-    def __init__(self):
-        self.history = {}
-        self.epoch = []
-        self.stopped_epoch = None
-        self.steps = {"compiled": 0, "eager": 0}
-        self.eager_reason = None
-        self.numba_reason = None
-
-    def _repr_png_(self):
-        """In a notebook: the loss and metric curves (``plot_history``'s)."""
-        if not any(self.history.values()):
-            return None
-        from backprop.plots import history_png
-
-        return history_png(self)
-
-    def append(self, epoch, logs):
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
-
-    def __repr__(self):
-        last = {key: round(values[-1], 4) for key, values in self.history.items()}
-        return f"History(epochs={len(self.epoch)}, last={last})"
-
-
-# -- fit and evaluate -----------------------------------------------------------------------
 def fit(
     model,
     loss_fn,
