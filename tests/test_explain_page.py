@@ -109,6 +109,11 @@ def test_the_page_steps_through_every_stage_and_shows_the_engines_numbers(browse
         assert shown == cells(value_of(doc, stage)), stage["symbol"]
         if "checked" in stage:
             assert page.locator("#stage .ok").inner_text().startswith("\u2713")
+        if stage["key"].startswith("dW"):  # the numbers put in: dz[l] and the layer's input
+            l = int(stage["key"][2:])
+            source = ("x", doc["x"]) if l == 1 else (f"a[{l - 1}]", doc["forward"][f"a{l - 1}"])
+            for symbol, value in ((f"dz[{l}]", doc["backward"][f"dz{l}"]), source):
+                assert page.locator(f'#stage [data-symbol="{symbol}"] td').all_inner_texts() == cells(value)
         if k % 2:
             next_stage.click()
         else:

@@ -29,6 +29,20 @@
     const found = table[stage.section] && table[stage.section][stage.key];
     return found === undefined ? stage.value : found;
   }
+  // The values of the symbols on a formula's right-hand side: the numbers put in.
+  function operands(stage) {
+    const d = numbers(), found = [];
+    const rhs = stage.formula.split("=").slice(1).join("=");
+    for (const m of rhs.matchAll(/\b(dW|db|dz|da|W|b|z|a)\[(\d+)\]|\b(x|y)\b/g)) {
+      const symbol = m[3] || `${m[1]}[${m[2]}]`, key = m[3] || `${m[1]}${m[2]}`;
+      if (symbol === stage.symbol || found.some(([s]) => s === symbol)) continue;
+      const table = m[3] ? d : m[1].startsWith("d") ? d.backward : "Wb".includes(m[1]) ? d.parameters : d.forward;
+      const own = doc.stages.find((s) => s.key === key && "value" in s);
+      const value = table[key] !== undefined ? table[key] : own && own.value;
+      if (value !== undefined) found.push([symbol, value]);
+    }
+    return found;
+  }
   function numericalOf(stage) {
     return "checked" in stage ? numbers().numerical[stage.key] : null;
   }
@@ -40,7 +54,7 @@
   function matrix(value) {
     const rows = Array.isArray(value) ? (Array.isArray(value[0]) ? value : [value]) : [[value]];
     const box = el("div");
-    const table = el("table", { "data-role": "value" });
+    const table = el("table");
     for (const row of cut(rows)) {
       const tr = el("tr");
       for (const v of cut(row === GAP ? rows[0] : row)) {
@@ -172,9 +186,23 @@
     const box = $("stage");
     box.textContent = "";
     box.appendChild(el("p", { class: "formula" }, stage.formula));
+    const given = operands(stage);
+    if (given.length) {
+      const put = el("div", { class: "operands", "data-role": "operands" });
+      put.appendChild(el("p", {}, "with the numbers put in:"));
+      for (const [symbol, v] of given) {
+        const row = el("div", { class: "operand", "data-symbol": symbol });
+        row.appendChild(el("span", { class: "formula" }, `${symbol} =`));
+        row.appendChild(matrix(v));
+        put.appendChild(row);
+      }
+      box.appendChild(put);
+    }
     const value = valueOf(stage);
     box.appendChild(el("p", {}, `${stage.symbol} =`));
-    box.appendChild(matrix(value));
+    const result = matrix(value);
+    result.querySelector("table").setAttribute("data-role", "value");
+    box.appendChild(result);
     const numerical = numericalOf(stage);
     if (numerical) {
       box.appendChild(el("p", {}, "finite differences, (L(w + eps) - L(w - eps)) / 2 eps:"));
@@ -188,7 +216,10 @@
     document.querySelectorAll(".hot").forEach((n) => n.classList.remove("hot"));
     const edges = /^(d?W)\d/.test(stage.key);
     document.querySelectorAll(`#network [data-layer="${layer}"]`).forEach((n) => {
-      if (edges === n.classList.contains("edge")) n.classList.add("hot");
+      if (edges === n.classList.contains("edge")) {
+        n.classList.add("hot");
+        n.querySelectorAll("line:not(.hit), circle, rect").forEach((shape) => shape.classList.add("hot"));
+      }
     });
   }
   function move(by) {
