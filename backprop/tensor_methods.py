@@ -161,10 +161,11 @@ class TensorMethods:
         return self * self
 
     def add(self, other, alpha=1):
-        return self + (other if alpha == 1 else other * alpha)
+        """self + alpha other."""
+        return self + (other if alpha == 1 else self._lift(other) * alpha)
 
     def sub(self, other, alpha=1):
-        return self - (other if alpha == 1 else other * alpha)
+        return self - (other if alpha == 1 else self._lift(other) * alpha)
 
     def mul(self, other):
         return self * other
@@ -417,10 +418,10 @@ class TensorMethods:
 
     # -- in place, named (PyTorch's trailing underscore) -------------------------------------
     def add_(self, other, alpha=1):
-        return self._in_place(other if alpha == 1 else operand(other) * alpha, "add", "add_")
+        return self._in_place(other if alpha == 1 else backend.xp.multiply(operand(other), alpha), "add", "add_")
 
     def sub_(self, other, alpha=1):
-        return self._in_place(other if alpha == 1 else operand(other) * alpha, "subtract", "sub_")
+        return self._in_place(other if alpha == 1 else backend.xp.multiply(operand(other), alpha), "subtract", "sub_")
 
     def mul_(self, other):
         return self._in_place(other, "multiply", "mul_")

@@ -68,7 +68,7 @@ EXPRESSIONS = [
     "torch.transpose(a, 0, 1)", "torch.reshape(v, (2, 3))",
     # indexing and in place
     "v[n]", "v[torch.tensor(2)]", "v[1:4]", "v[v > 2]", "a[0]", "a[:, 1]", "a[a > 0]", "a[1, 2]", "a[[0, 1], [2, 0]]",
-    "['x', 'y', 'z'][n[0]]", "v.clone().fill_(2.0)", "v.clone().zero_()", "v.clone().add_(1)", "v.clone().add_(v, alpha=2)",
+    "['x', 'y', 'z'][n[0]]", "v.clone().fill_(2.0)", "v.clone().zero_()", "v.clone().add_(1)", "v.clone().add_(v, alpha=2)", "v.add(v, alpha=-0.5)", "v.sub(v[0], alpha=3)",
     "v.clone().sub_(1)", "v.clone().mul_(3)", "v.clone().div_(2)", "v.clone().copy_(torch.ones(6))",
     "v.clone().clamp_(1, 3)", "(lambda t: (t.__setitem__(0, 9.0), t)[1])(v.clone())",
     "(lambda t: (t.__setitem__(t > 2, 0.0), t)[1])(v.clone())",
