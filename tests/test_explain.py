@@ -236,7 +236,7 @@ def test_bad_options_fail_as_one_line_naming_the_option():
         (["explain", "--layers", "2"], "layers must be two or more"),
         (["explain", "--lr", "0"], "lr must be a positive number"),
         (["explain", "--graph", "g.txt"], "--graph must name a .svg, .png, .pdf or .dot file"),
-        (["explain", "--index", "3"], "give --model too"),
+        (["explain", "--index", "3"], "--index choose an example of --data; give --data"),
         (["explain", "--model", "m.npz", "--layers", "2,3,2", "--data", "digits"], "--layers describe the worked example"),
     ]
     for args, message in cases:
@@ -486,3 +486,14 @@ def test_gradients_that_explode_relative_to_the_weights_are_reported_once_per_la
     messages = [str(w.message) for w in caught if issubclass(w.category, GradientWarning)]
     assert any("0.weight explode" in m for m in messages)
     assert len(messages) == len(set(m.split(" (")[0] for m in messages))  # once per layer and kind
+
+
+def test_explain_data_without_a_model_wants_a_2d_classification_set_and_fitting_layers():
+    from click.testing import CliRunner
+
+    from backprop.cli import main
+
+    result = CliRunner().invoke(main, ["explain", "--data", "iris", "--format", "html"])
+    assert result.exit_code == 1 and "a 2-D classification data set" in result.output
+    result = CliRunner().invoke(main, ["explain", "--data", "moons", "--layers", "2,3,3", "--format", "html"])
+    assert result.exit_code == 1 and "--layers must start with 2 inputs and end with 2 outputs" in result.output

@@ -192,6 +192,23 @@ def test_a_trained_digits_model_shows_its_layers_as_blocks_its_example_as_an_ima
     assert problems == []
 
 
+def test_a_2d_data_set_is_drawn_with_the_class_of_every_place_as_training_moves(browser, tmp_path):
+    args = ["--data", "moons", "--layers", "2,8,2", "--activation", "tanh", "--lr", "0.5", "--index", "3"]
+    page, problems = opened(browser, page_of(args, tmp_path, "moons"))
+    doc = json.loads(page.locator("#backprop-trace").text_content())
+    drawing = page.get_by_role("img", name=f"The {len(doc['data']['points'])} points and the class the network gives each place")
+    assert drawing.locator(".point").count() == len(doc["data"]["points"]) == 300
+    assert doc["x"] == doc["data"]["points"][3][:2]
+    slider = page.get_by_role("slider", name="Training step")
+    for k in (0, len(doc["steps"]) - 1):
+        slider.fill(str(k))
+        shown = drawing.locator("rect[data-class]").evaluate_all("cells => cells.map(c => +c.dataset.class)")
+        assert shown == doc["steps"][k]["boundary"] and len(shown) == len(doc["data"]["xs"]) ** 2
+    assert doc["steps"][-1]["loss"] < doc["steps"][0]["loss"] / 2
+    page.screenshot(path=str(_shots(tmp_path) / "moons.png"), full_page=True)
+    assert problems == []
+
+
 def _shots(tmp_path):
     folder = Path(os.environ.get("BACKPROP_SCREENSHOTS", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)

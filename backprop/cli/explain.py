@@ -10,12 +10,14 @@ import subprocess
 from pathlib import Path
 
 import click
+import numpy as np
 
 from backprop.cli.common import LayerSizes, check_files, check_memory
 from backprop.explain import trace as trace_example
 from backprop.explain import worked_example
 from backprop.explain.html import to_html
-from backprop.explain.tracing import playback, worked_model
+from backprop.datasets import load_dataset
+from backprop.explain.tracing import boundary_grid, playback, worked_model
 from backprop.files import atomic_write
 from backprop.nn import LOSSES, mlp_memory
 from backprop.pipeline import label_names, load_model, loss_module, model_data
@@ -50,9 +52,9 @@ def _numbers(ctx, param, value):
 @click.option("--steps", type=click.IntRange(min=0, max=1000), default=50, show_default=True,
               help="With --format html: the training steps (SGD at --lr on the example) the page plays back.")
 @click.option("--model", type=click.Path(dir_okay=False), help="Trace one example through this model (saved by 'backprop train').")
-@click.option("--data", help="With --model: the dataset the example comes from (built-in name or file).")
+@click.option("--data", help="With --model: the dataset the example comes from (built-in name or file). Without: a 2-D classification set (moons, xor, spirals) whose points the html page's playback trains on.")
 @click.option("--target", default=None, help="With --model: the CSV column holding the target.")
-@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="With --model: which example of --data.")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Which example of --data.")
 @click.option("--full", is_flag=True, help="Print large matrices in full instead of their corners, norm and shape.")
 @click.option("--graph", type=click.Path(dir_okay=False), help="Also write the computation graph: out.svg, out.png, out.pdf (with Graphviz's dot) or out.dot.")
 def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, steps, model, data, target, index, full, graph):
@@ -71,15 +73,18 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, step
         raise ValueError(f"--graph must name a .svg, .png, .pdf or .dot file; got {graph!r}")
     graph_files = {} if graph is None else {"--graph": graph, "--graph's DOT text": _dot_path(Path(graph))}
     check_files({"--model": model, "--data": data}, {name: path for name, path in graph_files.items() if path is not None})
+    points = None
     if model is None:
-        if data is not None or target is not None or _given(ctx, "index"):
-            raise ValueError("--data, --target and --index choose an example for --model; give --model too")
+        if target is not None or (data is None and _given(ctx, "index")):
+            raise ValueError("--target and --index choose an example of --data; give --data (or --model and --data)")
         # the page checks every partial derivative: P finite differences of a P-weight network
         check_memory(mlp_memory(layers, "float64", batch_size=1), f"--layers {','.join(map(str, layers))}")
+        if data is not None:  # a 2-D data set: the example is one of its points, the playback trains on it
+            points, x, y = _points(data, layers, loss, index, x, y)
         trace = worked_example(layers, activation, output, loss, lr, seed, x, y, bias=not no_bias)
         if fmt == "html" and steps:
             network, x_, y_ = worked_model(layers, activation, output, seed, x, y, bias=not no_bias)
-            played = playback(network, loss, x_, y_, lr, steps)
+            played = playback(network, loss, x_, y_, lr, steps, data=points)
     else:
         given = [f"--{name.replace('_', '-')}" for name in _WORKED_OPTIONS if _given(ctx, name)]
         if given:
@@ -89,7 +94,8 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, step
         trace = _model_trace(model, data, target, index, lr)
 
     page = {
-        "html": lambda: to_html(trace, played if model is None and steps else (), _IMAGES.get(data) if model else None),
+        "html": lambda: to_html(trace, played if model is None and steps else (), _IMAGES.get(data) if model else None,
+                                points and _drawn(*points)),
         "text": lambda: trace.to_text(full),
         "markdown": lambda: trace.to_markdown(full),
         "latex": lambda: trace.to_latex(full),
@@ -98,6 +104,34 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, step
     click.echo(page, nl=False)
     if graph is not None:
         _write_graph(trace.to_dot(), Path(graph))
+
+
+POINTS_UP_TO = 300  # a 2-D data set's first points, drawn and trained on by the page's playback
+
+
+def _points(name, layers, loss, index, x, y):
+    """((X, classes), x, y) for --data without --model: a 2-D classification set's first
+    points, and example --index of it unless --x and --y say otherwise."""
+    loaded = load_dataset(name)
+    if loaded.X.shape[1] != 2 or loaded.label_names is None or loaded.y is None:
+        raise ValueError(f"--data without --model takes a 2-D classification data set (moons, xor, spirals or a CSV "
+                         f"of 2 features); {loaded.source} has {loaded.X.shape[1]} features")
+    classes = loaded.n_classes
+    wanted = 1 if loss == "bce" and classes == 2 else classes
+    if layers[0] != 2 or layers[-1] != wanted:
+        raise ValueError(f"--layers must start with 2 inputs and end with {wanted} outputs for {loaded.source}; "
+                         f"got {','.join(map(str, layers))}")
+    X, labels = loaded.X[:POINTS_UP_TO], loaded.y[:POINTS_UP_TO]
+    if index >= len(X):
+        raise ValueError(f"--index must be below {len(X)}; got {index}")
+    target = [float(labels[index])] if wanted == 1 else list(np.eye(classes)[labels[index]])
+    return (X, labels), (x if x is not None else list(X[index])), (y if y is not None else target)
+
+
+def _drawn(X, labels):
+    """What the page draws of a 2-D data set: the points with their classes and the grid's axes."""
+    xs, ys, _ = boundary_grid(X)
+    return {"points": [[float(a), float(b), int(c)] for (a, b), c in zip(X, labels)], "xs": xs.tolist(), "ys": ys.tolist()}
 
 
 def _given(ctx, name):

@@ -227,6 +227,35 @@
     showStage();
   }
 
+  // -- a 2-D data set: its points, and the class the network gives each cell -----------
+  const MARKS = ["circle", "square", "triangle", "diamond"]; // a class is a shape, not only a colour
+  const COLOURS = ["#1f5fbf", "#b3541e", "#2a8a3a", "#7a3fb0"];
+  function drawData() {
+    const box = $("points");
+    box.textContent = "";
+    if (!doc.data) return;
+    const { points, xs, ys } = doc.data, n = xs.length, size = 240, cell = size / n;
+    const sx = (u) => ((u - xs[0]) / (xs[n - 1] - xs[0])) * (size - cell) + cell / 2;
+    const sy = (v) => ((ys[0] - v) / (ys[0] - ys[n - 1])) * (size - cell) + cell / 2;
+    const svg = el("svg:svg", { viewBox: `0 0 ${size} ${size}`, width: size, role: "img",
+      "aria-label": `The ${points.length} points and the class the network gives each place` });
+    const boundary = doc.steps.length ? doc.steps[step || 0].boundary : null;
+    if (boundary) {
+      boundary.forEach((c, k) => svg.appendChild(el("svg:rect", { x: (k % n) * cell, y: Math.floor(k / n) * cell,
+        width: cell + 0.5, height: cell + 0.5, fill: COLOURS[c % 4], "fill-opacity": 0.18, "data-class": c })));
+    }
+    for (const [u, v, c] of points) {
+      const x = sx(u), y = sy(v), colour = COLOURS[c % 4], mark = MARKS[c % 4];
+      const shape = mark === "circle" ? el("svg:circle", { cx: x, cy: y, r: 3 })
+        : mark === "square" ? el("svg:rect", { x: x - 3, y: y - 3, width: 6, height: 6 })
+        : el("svg:polygon", { points: mark === "triangle" ? `${x},${y - 4} ${x - 4},${y + 3} ${x + 4},${y + 3}` : `${x},${y - 4} ${x + 4},${y} ${x},${y + 4} ${x - 4},${y}` });
+      shape.setAttribute("fill", colour);
+      shape.setAttribute("class", "point");
+      svg.appendChild(shape);
+    }
+    box.appendChild(svg);
+  }
+
   // -- training ----------------------------------------------------------------------
   function drawTraining() {
     const steps = doc.steps;
@@ -258,6 +287,7 @@
     step = k;
     $("training-step").value = String(k);
     drawTraining();
+    drawData();
     drawNetwork();
     showStage();
   }
@@ -287,5 +317,6 @@
   $("play").addEventListener("click", play);
   drawNetwork();
   drawTraining();
+  drawData();
   showStage();
 })();

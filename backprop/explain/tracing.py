@@ -30,6 +30,7 @@ from backprop.explain.html import to_html
 from backprop.explain.formulas import ACTIVATION_FORMULAS, LOSS_FORMULAS, LOSS_GRADIENTS
 from backprop.explain.render import LatexPage, MarkdownPage, TextPage, render
 from backprop.gradcheck import agrees, numerical_gradient
+from backprop.nn.module import evaluating, parameter_dtype
 from backprop.tensor import Tensor
 
 __all__ = ["trace", "worked_example", "Trace", "Stage"]
@@ -302,26 +303,73 @@ def worked_model(layers=(2, 2, 2), activation="sigmoid", output="softmax", seed=
     return model, x, y
 
 
-def playback(model, loss_fn, x, y, lr=0.02, steps=50):
-    """``steps`` steps of gradient descent on the example, each traced: a list of
-    ``{"loss", "grad_norms" (|dW[l]| per layer), "trace" (the step's ``to_dict``)}``. The
-    model is left as it was."""
+def playback(model, loss_fn, x, y, lr=0.02, steps=50, data=None, grid=24):
+    """``steps`` steps of gradient descent, each traced on the example: a list of
+    ``{"loss", "grad_norms" (|dW[l]| per layer), "trace" (the step's ``to_dict`` for the
+    example)}``. Without ``data`` each step is the example's own update; with ``data`` =
+    (X, classes) of 2 features it is a full-batch step on the whole set (the mean of the
+    per-example losses), and each entry adds ``"boundary"``: the class the network gives
+    each cell of a ``grid`` x ``grid`` grid over the data (``boundary_grid``). The model
+    is left as it was."""
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     saved = [p.data.copy() for p in model.parameters()]
+    cells = None if data is None else boundary_grid(data[0], grid)[2]
     played = []
     try:
         for _ in range(steps):
             step = trace(model, loss_fn, x, y, lr)
-            norms = [float(np.linalg.norm(step.stage(f"dW{l}").value)) for l in range(1, len(layers) + 1)]
-            played.append({"loss": step.loss_value, "grad_norms": norms, "trace": step.to_dict()})
-            for l, layer in enumerate(layers, 1):
-                layer.weight.data[...] = step.stage(f"W{l}", "updated").value
-                if layer.bias is not None:
-                    layer.bias.data[...] = step.stage(f"b{l}", "updated").value
+            entry = {"trace": step.to_dict()}
+            if data is None:
+                norms = [step.stage(f"dW{l}").value for l in range(1, len(layers) + 1)]
+                entry["loss"] = step.loss_value
+                updated = [(layer, step.stage(f"W{l}", "updated").value,
+                            None if layer.bias is None else step.stage(f"b{l}", "updated").value)
+                           for l, layer in enumerate(layers, 1)]
+            else:
+                entry["boundary"] = _classes_of(model, cells)
+                entry["loss"], gradients = _data_step(model, loss_fn, data)
+                norms = [dW for dW, _ in gradients]
+                updated = [(layer, layer.weight.data - lr * dW, None if db is None else layer.bias.data - lr * db)
+                           for layer, (dW, db) in zip(layers, gradients)]
+            entry["grad_norms"] = [float(np.linalg.norm(g)) for g in norms]
+            played.append(entry)
+            for layer, weight, bias in updated:
+                layer.weight.data[...] = weight
+                if bias is not None:
+                    layer.bias.data[...] = bias
     finally:
-        for p, data in zip(model.parameters(), saved):
-            p.data[...] = data
+        for p, values in zip(model.parameters(), saved):
+            p.data[...] = values
     return played
+
+
+def boundary_grid(X, n=24):
+    """(xs, ys, cells): n evenly spaced values across each of the two features of X (a
+    margin of a tenth around them) and the n*n cells' centres, row by row from the top."""
+    low, high = X.min(axis=0), X.max(axis=0)
+    margin = (high - low) / 10 + 1e-9
+    xs = np.linspace(low[0] - margin[0], high[0] + margin[0], n)
+    ys = np.linspace(high[1] + margin[1], low[1] - margin[1], n)
+    return xs, ys, np.array([(u, v) for v in ys for u in xs])
+
+
+def _classes_of(model, X):
+    with evaluating(model):
+        scores = np.asarray(model(Tensor(X.astype(parameter_dtype(model)))).data)
+    return (scores[:, 0] > 0.5).astype(int).tolist() if scores.shape[1] == 1 else scores.argmax(axis=1).tolist()
+
+
+def _data_step(model, loss_fn, data):
+    """The mean over the data set of the textbook per-example loss, and its gradient
+    (dW[l], db[l] or None) for each layer, from the engine (on float64 copies)."""
+    X, classes = data
+    layers, loss = _layers_and_loss(model, loss_fn)
+    n_out = layers[-1].weight.shape[0]
+    targets = np.asarray(classes, float).reshape(len(X), 1) if loss == "bce" and n_out == 1 else np.eye(n_out)[classes]
+    total = sum(_forward(layers, loss, X[k], targets[k])[2] for k in range(len(X))) * (1.0 / len(X))
+    total.backward()
+    return float(total.data), [(layer.weight.grad.data, None if layer.bias is None else layer.bias.grad.data)
+                               for layer in layers]
 
 
 def _layers_and_loss(model, loss_fn):
