@@ -497,3 +497,27 @@ def test_explain_data_without_a_model_wants_a_2d_classification_set_and_fitting_
     assert result.exit_code == 1 and "a 2-D classification data set" in result.output
     result = CliRunner().invoke(main, ["explain", "--data", "moons", "--layers", "2,3,3", "--format", "html"])
     assert result.exit_code == 1 and "--layers must start with 2 inputs and end with 2 outputs" in result.output
+
+
+def test_playback_steps_by_the_chosen_rule_sgd_being_the_update_stages():
+    import numpy as np
+
+    from backprop.datasets import load_dataset
+    from backprop.explain.tracing import playback, worked_model
+
+    model, x, y = worked_model((2, 3, 2), "tanh")
+    played = playback(model, "ce", x, y, 0.5, 3)
+    for before, after in zip(played, played[1:]):  # each step's parameters are the last step's Update stages
+        for key, value in before["trace"]["updated"].items():
+            np.testing.assert_allclose(after["trace"]["parameters"][key], value, rtol=1e-12)
+    data = load_dataset("moons")
+    points = (data.X[:100], data.y[:100])
+    model, x, y = worked_model((2, 8, 2), "tanh", x=data.X[0], y=np.eye(2)[data.y[0]])
+    runs = {rule: playback(model, "ce", x, y, 0.1, 15, data=points, optimizer=rule) for rule in ("sgd", "momentum", "adam")}
+    for rule, run in runs.items():
+        assert run[-1]["loss"] < run[0]["loss"], rule
+    assert runs["adam"][-1]["loss"] != runs["sgd"][-1]["loss"] != runs["momentum"][-1]["loss"]
+    wrong = playback(model, "ce", x, y, 0.1, 15, data=points, optimizer="misclassified")
+    assert wrong and all(len(s["boundary"]) == 24 * 24 for s in wrong)
+    with pytest.raises(ValueError, match="misclassified with data"):
+        playback(model, "ce", x, y, optimizer="misclassified")

@@ -193,7 +193,7 @@ def test_a_trained_digits_model_shows_its_layers_as_blocks_its_example_as_an_ima
 
 
 def test_a_2d_data_set_is_drawn_with_the_class_of_every_place_as_training_moves(browser, tmp_path):
-    args = ["--data", "moons", "--layers", "2,8,2", "--activation", "tanh", "--lr", "0.5", "--index", "3"]
+    args = ["--data", "moons", "--layers", "2,8,2", "--activation", "tanh", "--lr", "0.05", "--index", "3", "--optimizer", "adam"]
     page, problems = opened(browser, page_of(args, tmp_path, "moons"))
     doc = json.loads(page.locator("#backprop-trace").text_content())
     drawing = page.get_by_role("img", name=f"The {len(doc['data']['points'])} points and the class the network gives each place")
@@ -205,6 +205,7 @@ def test_a_2d_data_set_is_drawn_with_the_class_of_every_place_as_training_moves(
         shown = drawing.locator("rect[data-class]").evaluate_all("cells => cells.map(c => +c.dataset.class)")
         assert shown == doc["steps"][k]["boundary"] and len(shown) == len(doc["data"]["xs"]) ** 2
     assert doc["steps"][-1]["loss"] < doc["steps"][0]["loss"] / 2
+    assert page.locator("#rule").inner_text().startswith("Each step: adam, at lr 0.05")
     page.screenshot(path=str(_shots(tmp_path) / "moons.png"), full_page=True)
     assert problems == []
 

@@ -17,7 +17,7 @@ from backprop.explain import trace as trace_example
 from backprop.explain import worked_example
 from backprop.explain.html import to_html
 from backprop.datasets import load_dataset
-from backprop.explain.tracing import boundary_grid, playback, worked_model
+from backprop.explain.tracing import OPTIMIZERS, boundary_grid, playback, worked_model
 from backprop.files import atomic_write
 from backprop.nn import LOSSES, mlp_memory
 from backprop.pipeline import label_names, load_model, loss_module, model_data
@@ -49,6 +49,8 @@ def _numbers(ctx, param, value):
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex", "json", "html"]), default="text", show_default=True,
               help="html: one self-contained interactive page (open it in a browser; it loads nothing).")
 @click.option("--no-bias", is_flag=True, help="Leave the worked example's biases out.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True,
+              help="The html page's training playback: sgd (the Update stages' rule), momentum, adam, or misclassified (with --data: steps on the points the network gets wrong).")
 @click.option("--steps", type=click.IntRange(min=0, max=1000), default=50, show_default=True,
               help="With --format html: the training steps (SGD at --lr on the example) the page plays back.")
 @click.option("--model", type=click.Path(dir_okay=False), help="Trace one example through this model (saved by 'backprop train').")
@@ -57,7 +59,8 @@ def _numbers(ctx, param, value):
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Which example of --data.")
 @click.option("--full", is_flag=True, help="Print large matrices in full instead of their corners, norm and shape.")
 @click.option("--graph", type=click.Path(dir_okay=False), help="Also write the computation graph: out.svg, out.png, out.pdf (with Graphviz's dot) or out.dot.")
-def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, steps, model, data, target, index, full, graph):
+def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, optimizer, steps, model, data, target, index, full,
+            graph):
     """Work backpropagation through by hand: forward values, the loss, each stage of the
     chain rule with numbers (checked by finite differences), and the update.
 
@@ -74,6 +77,8 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, step
     graph_files = {} if graph is None else {"--graph": graph, "--graph's DOT text": _dot_path(Path(graph))}
     check_files({"--model": model, "--data": data}, {name: path for name, path in graph_files.items() if path is not None})
     points = None
+    if optimizer == "misclassified" and data is None:
+        raise ValueError("--optimizer misclassified steps on the points of --data the network gets wrong; give --data")
     if model is None:
         if target is not None or (data is None and _given(ctx, "index")):
             raise ValueError("--target and --index choose an example of --data; give --data (or --model and --data)")
@@ -84,7 +89,7 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, step
         trace = worked_example(layers, activation, output, loss, lr, seed, x, y, bias=not no_bias)
         if fmt == "html" and steps:
             network, x_, y_ = worked_model(layers, activation, output, seed, x, y, bias=not no_bias)
-            played = playback(network, loss, x_, y_, lr, steps, data=points)
+            played = playback(network, loss, x_, y_, lr, steps, data=points, optimizer=optimizer)
     else:
         given = [f"--{name.replace('_', '-')}" for name in _WORKED_OPTIONS if _given(ctx, name)]
         if given:
@@ -95,7 +100,7 @@ def explain(layers, activation, output, loss, lr, seed, x, y, fmt, no_bias, step
 
     page = {
         "html": lambda: to_html(trace, played if model is None and steps else (), _IMAGES.get(data) if model else None,
-                                points and _drawn(*points)),
+                                points and _drawn(*points), optimizer),
         "text": lambda: trace.to_text(full),
         "markdown": lambda: trace.to_markdown(full),
         "latex": lambda: trace.to_latex(full),

@@ -33,11 +33,11 @@ _SLOPES = {
 CHAINS_UP_TO = 200  # parameters: a larger network's page leaves the per-entry chains out
 
 
-def to_html(trace, steps=(), image=None, data=None):
+def to_html(trace, steps=(), image=None, data=None, optimizer="sgd"):
     """The page for ``trace`` (a ``Trace``), with the training playback ``steps``; ``image``
     (rows, columns) draws the input as a grey image (an 8x8 digit); ``data`` a 2-D data
     set's ``points`` ([x1, x2, class]) and the axes ``xs``, ``ys`` of the grid whose
-    classes each step's ``boundary`` holds."""
+    classes each step's ``boundary`` holds; ``optimizer`` names the playback's rule."""
     numbers = trace.to_dict()
     # an entry left unchecked (a large layer's sample) is NaN there: null in JSON
     numbers["numerical"] = {key: np.where(np.isnan(value), None, value).tolist()
@@ -51,6 +51,7 @@ def to_html(trace, steps=(), image=None, data=None):
         "note": trace.note,
         "image": image,
         "data": data,
+        "optimizer": optimizer,
         "stages": [_stage(stage, numbers) for stage in trace.stages],
         "chains": chains(trace) if parameters <= CHAINS_UP_TO else {},
         "steps": list(steps),

@@ -279,6 +279,8 @@
     $("curve").appendChild(svg);
     const s = steps[step || 0];
     $("training-out").textContent = `step ${(step || 0) + 1} of ${steps.length}: loss ${fmt(s.loss)}`;
+    $("rule").textContent = doc.optimizer === "sgd" ? "Each step: W := W - lr dW (the Update stages)."
+      : `Each step: ${doc.optimizer === "misclassified" ? "gradient descent on the points the network gets wrong (the perceptron's rule)" : doc.optimizer}, at lr ${doc.lr}; the Update stages show plain gradient descent's step.`;
     $("norms").textContent = "";
     const norms = el("p", { class: "formula" }, s.grad_norms.map((n, l) => `|dW[${l + 1}]| = ${fmt(n)}`).join(", "));
     $("norms").appendChild(norms);

@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from backprop import loss_ops, nn, ops
+from backprop import loss_ops, nn, ops, optim
 from backprop.explain.dot import to_dot
 from backprop.explain.html import to_html
 from backprop.explain.formulas import ACTIVATION_FORMULAS, LOSS_FORMULAS, LOSS_GRADIENTS
@@ -303,16 +303,25 @@ def worked_model(layers=(2, 2, 2), activation="sigmoid", output="softmax", seed=
     return model, x, y
 
 
-def playback(model, loss_fn, x, y, lr=0.02, steps=50, data=None, grid=24):
-    """``steps`` steps of gradient descent, each traced on the example: a list of
-    ``{"loss", "grad_norms" (|dW[l]| per layer), "trace" (the step's ``to_dict`` for the
-    example)}``. Without ``data`` each step is the example's own update; with ``data`` =
-    (X, classes) of 2 features it is a full-batch step on the whole set (the mean of the
-    per-example losses), and each entry adds ``"boundary"``: the class the network gives
-    each cell of a ``grid`` x ``grid`` grid over the data (``boundary_grid``). The model
-    is left as it was."""
+OPTIMIZERS = ("sgd", "momentum", "adam", "misclassified")
+
+
+def playback(model, loss_fn, x, y, lr=0.02, steps=50, data=None, grid=24, optimizer="sgd"):
+    """``steps`` steps of training, each traced on the example: a list of ``{"loss",
+    "grad_norms" (|dW[l]| per layer), "trace" (the step's ``to_dict`` for the example)}``.
+    Without ``data`` each step follows the example's gradient; with ``data`` = (X, classes)
+    of 2 features, the gradient of the mean loss over the whole set, and each entry adds
+    ``"boundary"``: the class the network gives each cell of a ``grid`` x ``grid`` grid
+    over the data (``boundary_grid``). ``optimizer`` takes the step: "sgd" (W := W - lr dW,
+    the trace's Update stages), "momentum" (SGD, momentum 0.9), "adam", or "misclassified"
+    (with ``data``: SGD on the mean loss over the points the network currently gets wrong,
+    the perceptron's rule; it stops when there are none). The model is left as it was."""
+    if optimizer not in OPTIMIZERS or (optimizer == "misclassified" and data is None):
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (misclassified with data); got {optimizer!r}")
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    saved = [p.data.copy() for p in model.parameters()]
+    parameters = [p for layer in layers for p in (layer.weight, layer.bias) if p is not None]
+    saved = [p.data.copy() for p in parameters]
+    rule = optim.Adam(parameters, lr=lr) if optimizer == "adam" else optim.SGD(parameters, lr=lr, momentum=0.9 if optimizer == "momentum" else 0)
     cells = None if data is None else boundary_grid(data[0], grid)[2]
     played = []
     try:
@@ -320,26 +329,27 @@ def playback(model, loss_fn, x, y, lr=0.02, steps=50, data=None, grid=24):
             step = trace(model, loss_fn, x, y, lr)
             entry = {"trace": step.to_dict()}
             if data is None:
-                norms = [step.stage(f"dW{l}").value for l in range(1, len(layers) + 1)]
                 entry["loss"] = step.loss_value
-                updated = [(layer, step.stage(f"W{l}", "updated").value,
-                            None if layer.bias is None else step.stage(f"b{l}", "updated").value)
-                           for l, layer in enumerate(layers, 1)]
+                gradients = [step.stage(f"d{name}{l}").value for l, layer in enumerate(layers, 1)
+                             for name, p in (("W", layer.weight), ("b", layer.bias)) if p is not None]
             else:
                 entry["boundary"] = _classes_of(model, cells)
-                entry["loss"], gradients = _data_step(model, loss_fn, data)
-                norms = [dW for dW, _ in gradients]
-                updated = [(layer, layer.weight.data - lr * dW, None if db is None else layer.bias.data - lr * db)
-                           for layer, (dW, db) in zip(layers, gradients)]
-            entry["grad_norms"] = [float(np.linalg.norm(g)) for g in norms]
+                chosen = data
+                if optimizer == "misclassified":
+                    wrong = np.flatnonzero(np.asarray(_classes_of(model, data[0])) != np.asarray(data[1]))
+                    if not wrong.size:
+                        break
+                    chosen = (data[0][wrong], np.asarray(data[1])[wrong])
+                entry["loss"], gradients = _data_step(model, loss_fn, chosen)
+            entry["grad_norms"] = [float(np.linalg.norm(g)) for g, p in zip(gradients, parameters) if p.ndim == 2]
             played.append(entry)
-            for layer, weight, bias in updated:
-                layer.weight.data[...] = weight
-                if bias is not None:
-                    layer.bias.data[...] = bias
+            for p, g in zip(parameters, gradients):
+                p.grad = Tensor(np.array(g, dtype=p.data.dtype))
+            rule.step()
     finally:
-        for p, values in zip(model.parameters(), saved):
+        for p, values in zip(parameters, saved):
             p.data[...] = values
+            p.grad = None
     return played
 
 
@@ -360,16 +370,15 @@ def _classes_of(model, X):
 
 
 def _data_step(model, loss_fn, data):
-    """The mean over the data set of the textbook per-example loss, and its gradient
-    (dW[l], db[l] or None) for each layer, from the engine (on float64 copies)."""
+    """The mean over the data set of the textbook per-example loss, and its gradient for
+    each parameter (dW[1], db[1], dW[2], ...), from the engine (on float64 copies)."""
     X, classes = data
     layers, loss = _layers_and_loss(model, loss_fn)
     n_out = layers[-1].weight.shape[0]
     targets = np.asarray(classes, float).reshape(len(X), 1) if loss == "bce" and n_out == 1 else np.eye(n_out)[classes]
     total = sum(_forward(layers, loss, X[k], targets[k])[2] for k in range(len(X))) * (1.0 / len(X))
     total.backward()
-    return float(total.data), [(layer.weight.grad.data, None if layer.bias is None else layer.bias.grad.data)
-                               for layer in layers]
+    return float(total.data), [p.grad.data for layer in layers for p in (layer.weight, layer.bias) if p is not None]
 
 
 def _layers_and_loss(model, loss_fn):
