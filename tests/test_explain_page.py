@@ -154,8 +154,14 @@ def test_the_training_plays_back_the_engines_steps_and_the_page_fits_360_px(brow
     page, problems = opened(browser, page_of(SEEDS["001-sigmoid-softmax-ce"], tmp_path, "001"), width=360)
     doc = json.loads(page.locator("#backprop-trace").text_content())
     slider = page.get_by_role("slider", name="Training step")
+    page.locator('[data-place="W[2][1,2]"]').focus()
+    page.keyboard.press("Enter")
     slider.fill(str(len(doc["steps"]) - 1))
     last = doc["steps"][-1]
+    panel = page.get_by_role("region", name="Chain of derivatives for W[2][1,2]")  # the chain at that step
+    assert panel.get_by_text(f"At training step {len(doc['steps'])}.").count() == 1
+    assert panel.locator('[data-role="gradient"]').inner_text() == f"the engine's gradient = {fmt(last['chains']['W[2][1,2]']['gradient'])}"
+    assert last["chains"]["W[2][1,2]"]["gradient"] == last["trace"]["backward"]["dW2"][0][1]
     assert page.locator("#training-out").inner_text() == f"step {len(doc['steps'])} of {len(doc['steps'])}: loss {fmt(last['loss'])}"
     assert last["loss"] < doc["steps"][0]["loss"]
     stage = next(s for s in doc["stages"] if s["key"] == "dW2")

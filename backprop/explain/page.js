@@ -152,9 +152,12 @@
   }
 
   // -- one parameter's chain ---------------------------------------------------------
+  let chosen = null;
   function showChain(place) {
-    const chain = doc.chains[place];
+    const stepChains = step !== null && doc.steps[step].chains;
+    const chain = (stepChains || doc.chains)[place];
     if (!chain) return;
+    chosen = place;
     const box = $("chain");
     box.textContent = "";
     box.setAttribute("aria-label", `Chain of derivatives for ${place}`);
@@ -162,6 +165,9 @@
     const node = document.querySelector(`[data-place="${place}"]`);
     if (node) node.classList.add("chosen");
     box.appendChild(el("h3", {}, `dL/d${place}, by the chain rule`));
+    if (step !== null) {
+      box.appendChild(el("p", {}, stepChains ? `At training step ${step + 1}.` : "At the traced example (this playback is too long to hold every step's chains)."));
+    }
     const list = el("ul");
     for (const [label, value] of chain.factors) list.appendChild(el("li", { class: "formula" }, `${label} = ${fmt(value)}`));
     box.appendChild(list);
@@ -292,6 +298,7 @@
     drawData();
     drawNetwork();
     showStage();
+    if (chosen) showChain(chosen);
   }
   let playing = null;
   function play() {

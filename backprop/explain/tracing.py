@@ -26,7 +26,7 @@ import numpy as np
 
 from backprop import loss_ops, nn, ops, optim
 from backprop.explain.dot import to_dot
-from backprop.explain.html import to_html
+from backprop.explain.html import chains, to_html
 from backprop.explain.formulas import ACTIVATION_FORMULAS, LOSS_FORMULAS, LOSS_GRADIENTS
 from backprop.explain.render import LatexPage, MarkdownPage, TextPage, render
 from backprop.gradcheck import agrees, numerical_gradient
@@ -304,6 +304,7 @@ def worked_model(layers=(2, 2, 2), activation="sigmoid", output="softmax", seed=
 
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "misclassified")
+CHAINS_IN_STEPS = 1500  # parameters x steps: a larger playback keeps the chains of its first example only
 
 
 def playback(model, loss_fn, x, y, lr=0.02, steps=50, data=None, grid=24, optimizer="sgd"):
@@ -328,6 +329,8 @@ def playback(model, loss_fn, x, y, lr=0.02, steps=50, data=None, grid=24, optimi
         for _ in range(steps):
             step = trace(model, loss_fn, x, y, lr)
             entry = {"trace": step.to_dict()}
+            if sum(p.data.size for p in parameters) * steps <= CHAINS_IN_STEPS:
+                entry["chains"] = chains(step)
             if data is None:
                 entry["loss"] = step.loss_value
                 gradients = [step.stage(f"d{name}{l}").value for l, layer in enumerate(layers, 1)
