@@ -503,7 +503,8 @@ def test_playback_steps_by_the_chosen_rule_sgd_being_the_update_stages():
     import numpy as np
 
     from backprop.datasets import load_dataset
-    from backprop.explain.tracing import playback, worked_model
+    from backprop.explain.playback import playback
+    from backprop.explain.tracing import worked_model
 
     model, x, y = worked_model((2, 3, 2), "tanh")
     played = playback(model, "ce", x, y, 0.5, 3)

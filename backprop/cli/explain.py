@@ -17,7 +17,8 @@ from backprop.explain import trace as trace_example
 from backprop.explain import worked_example
 from backprop.explain.html import to_html
 from backprop.datasets import load_dataset
-from backprop.explain.tracing import OPTIMIZERS, boundary_grid, playback, worked_model
+from backprop.explain.playback import OPTIMIZERS, boundary_grid, playback
+from backprop.explain.tracing import worked_model
 from backprop.files import atomic_write
 from backprop.nn import LOSSES, mlp_memory
 from backprop.pipeline import label_names, load_model, loss_module, model_data

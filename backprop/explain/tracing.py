@@ -24,13 +24,12 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from backprop import loss_ops, nn, ops, optim
+from backprop import loss_ops, nn, ops
 from backprop.explain.dot import to_dot
-from backprop.explain.html import chains, to_html
+from backprop.explain.html import to_html
 from backprop.explain.formulas import ACTIVATION_FORMULAS, LOSS_FORMULAS, LOSS_GRADIENTS
 from backprop.explain.render import LatexPage, MarkdownPage, TextPage, render
 from backprop.gradcheck import agrees, numerical_gradient
-from backprop.nn.module import evaluating, parameter_dtype
 from backprop.tensor import Tensor
 
 __all__ = ["trace", "worked_example", "Trace", "Stage"]
@@ -198,7 +197,7 @@ def trace(model, loss_fn, x, y, lr=0.02):
     shown as the textbook's sums. ``y``: target values (n_L), or a class index for
     cross-entropy. The model itself is left unchanged (the trace works on copies).
     """
-    layers, loss = _layers_and_loss(model, loss_fn)
+    layers, loss = layers_and_loss(model, loss_fn)
     sizes = [layers[0].weight.shape[1]] + [layer.weight.shape[0] for layer in layers]
     x = _vector(x, sizes[0], "x", "input")
     y = _target(y, sizes[-1], loss)
@@ -206,13 +205,13 @@ def trace(model, loss_fn, x, y, lr=0.02):
         raise ValueError(f"lr must be a positive number; got {lr!r}")
     depth = len(layers)
 
-    zs, activations, loss_tensor = _forward(layers, loss, x, y)
+    zs, activations, loss_tensor = forward_pass(layers, loss, x, y)
     for tensor in zs + activations:
         tensor.retain_grad()
     loss_tensor.backward(retain_graph=True)  # keep the graph for to_dot
 
     def loss_of_parameters():
-        return float(_forward(layers, loss, x, y)[2].data)
+        return float(forward_pass(layers, loss, x, y)[2].data)
 
     stages = [Stage("input", "x", "x", "x", x), Stage("input", "y", "y", "y", y)]
     for l, layer in enumerate(layers, 1):
@@ -303,88 +302,7 @@ def worked_model(layers=(2, 2, 2), activation="sigmoid", output="softmax", seed=
     return model, x, y
 
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "misclassified")
-CHAINS_IN_STEPS = 1500  # parameters x steps: a larger playback keeps the chains of its first example only
-
-
-def playback(model, loss_fn, x, y, lr=0.02, steps=50, data=None, grid=24, optimizer="sgd"):
-    """``steps`` steps of training, each traced on the example: a list of ``{"loss",
-    "grad_norms" (|dW[l]| per layer), "trace" (the step's ``to_dict`` for the example)}``.
-    Without ``data`` each step follows the example's gradient; with ``data`` = (X, classes)
-    of 2 features, the gradient of the mean loss over the whole set, and each entry adds
-    ``"boundary"``: the class the network gives each cell of a ``grid`` x ``grid`` grid
-    over the data (``boundary_grid``). ``optimizer`` takes the step: "sgd" (W := W - lr dW,
-    the trace's Update stages), "momentum" (SGD, momentum 0.9), "adam", or "misclassified"
-    (with ``data``: SGD on the mean loss over the points the network currently gets wrong,
-    the perceptron's rule; it stops when there are none). The model is left as it was."""
-    if optimizer not in OPTIMIZERS or (optimizer == "misclassified" and data is None):
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (misclassified with data); got {optimizer!r}")
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    parameters = [p for layer in layers for p in (layer.weight, layer.bias) if p is not None]
-    saved = [p.data.copy() for p in parameters]
-    rule = optim.Adam(parameters, lr=lr) if optimizer == "adam" else optim.SGD(parameters, lr=lr, momentum=0.9 if optimizer == "momentum" else 0)
-    cells = None if data is None else boundary_grid(data[0], grid)[2]
-    played = []
-    try:
-        for _ in range(steps):
-            step = trace(model, loss_fn, x, y, lr)
-            entry = {"trace": step.to_dict()}
-            if sum(p.data.size for p in parameters) * steps <= CHAINS_IN_STEPS:
-                entry["chains"] = chains(step)
-            if data is None:
-                entry["loss"] = step.loss_value
-                gradients = [step.stage(f"d{name}{l}").value for l, layer in enumerate(layers, 1)
-                             for name, p in (("W", layer.weight), ("b", layer.bias)) if p is not None]
-            else:
-                entry["boundary"] = _classes_of(model, cells)
-                chosen = data
-                if optimizer == "misclassified":
-                    wrong = np.flatnonzero(np.asarray(_classes_of(model, data[0])) != np.asarray(data[1]))
-                    if not wrong.size:
-                        break
-                    chosen = (data[0][wrong], np.asarray(data[1])[wrong])
-                entry["loss"], gradients = _data_step(model, loss_fn, chosen)
-            entry["grad_norms"] = [float(np.linalg.norm(g)) for g, p in zip(gradients, parameters) if p.ndim == 2]
-            played.append(entry)
-            for p, g in zip(parameters, gradients):
-                p.grad = Tensor(np.array(g, dtype=p.data.dtype))
-            rule.step()
-    finally:
-        for p, values in zip(parameters, saved):
-            p.data[...] = values
-            p.grad = None
-    return played
-
-
-def boundary_grid(X, n=24):
-    """(xs, ys, cells): n evenly spaced values across each of the two features of X (a
-    margin of a tenth around them) and the n*n cells' centres, row by row from the top."""
-    low, high = X.min(axis=0), X.max(axis=0)
-    margin = (high - low) / 10 + 1e-9
-    xs = np.linspace(low[0] - margin[0], high[0] + margin[0], n)
-    ys = np.linspace(high[1] + margin[1], low[1] - margin[1], n)
-    return xs, ys, np.array([(u, v) for v in ys for u in xs])
-
-
-def _classes_of(model, X):
-    with evaluating(model):
-        scores = np.asarray(model(Tensor(X.astype(parameter_dtype(model)))).data)
-    return (scores[:, 0] > 0.5).astype(int).tolist() if scores.shape[1] == 1 else scores.argmax(axis=1).tolist()
-
-
-def _data_step(model, loss_fn, data):
-    """The mean over the data set of the textbook per-example loss, and its gradient for
-    each parameter (dW[1], db[1], dW[2], ...), from the engine (on float64 copies)."""
-    X, classes = data
-    layers, loss = _layers_and_loss(model, loss_fn)
-    n_out = layers[-1].weight.shape[0]
-    targets = np.asarray(classes, float).reshape(len(X), 1) if loss == "bce" and n_out == 1 else np.eye(n_out)[classes]
-    total = sum(_forward(layers, loss, X[k], targets[k])[2] for k in range(len(X))) * (1.0 / len(X))
-    total.backward()
-    return float(total.data), [p.grad.data for layer in layers for p in (layer.weight, layer.bias) if p is not None]
-
-
-def _layers_and_loss(model, loss_fn):
+def layers_and_loss(model, loss_fn):
     """The model as float64 _Layers, and the textbook loss name (checked against the output)."""
     modules = list(model) if isinstance(model, nn.Sequential) else [model]
     pairs = []  # [Linear, activation module or None]
@@ -447,7 +365,7 @@ def _fused(activation, loss):
     return (activation, loss) in (("softmax", "ce"), ("sigmoid", "bce"))
 
 
-def _forward(layers, loss, x, y):
+def forward_pass(layers, loss, x, y):
     """z[l], a[l] for every layer and the loss, as engine Tensors (batch of one row)."""
     a = Tensor(x[None])
     zs, activations = [], []
