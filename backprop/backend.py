@@ -6,8 +6,7 @@ NumPy for a NumPy array (the fast default: one type check) and CuPy for a CuPy a
 GELU and ``expit``, the numerically stable logistic sigmoid). So CPU and GPU models live
 in one process, and nothing switches a module-level library.
 
-A device is "cpu" (NumPy) or "cuda" (CuPy, the optional extra ``backprop[cuda12]`` or
-``backprop[cuda13]``): ``device(a)`` names an array's, ``to_device(a, name)`` moves it,
+A device is "cpu" (NumPy) or "cuda" (CuPy, the optional extra ``cuda12`` or ``cuda13``): ``device(a)`` names an array's, ``to_device(a, name)`` moves it,
 ``to_host(a)`` gives the NumPy array host-side code works on.
 
 ``xp`` and ``special`` name NumPy and ``scipy.special`` for code that creates arrays from
@@ -24,8 +23,10 @@ import sys
 import numpy as xp
 import scipy.special as special
 
+from backprop.extras import install_command
+
 DEVICES = ("cpu", "cuda")
-_CUDA_EXTRA = "install CuPy with `pip install backprop[cuda12]` (CUDA 12) or `backprop[cuda13]` (CUDA 13)"
+_CUDA_EXTRA = f"install CuPy with `{install_command('cuda12')}` (CUDA 12; cuda13 for CUDA 13)"
 
 
 def _cupy_array(a):

@@ -10,7 +10,9 @@ import io
 import sys
 import time
 
-MPI_MISSING = "distributed training needs MPI: pip install 'backprop[mpi]' (mpi4py and MPICH)"
+from backprop.extras import install_command
+
+MPI_MISSING = f"distributed training needs MPI: {install_command('mpi')} (mpi4py and MPICH)"
 
 _comm = None  # MPI.COMM_WORLD once init() has run
 # How long a failing rank waits, its report written, before MPI_Abort ends every process:

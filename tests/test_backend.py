@@ -72,7 +72,7 @@ def no_cupy(monkeypatch):
                                   lambda: nn.Linear(2, 2).to("cuda"), lambda: nn.Linear(2, 2).cuda(),
                                   lambda: MLPClassifier(device="cuda").fit([[0.0], [1.0]], [0, 1])])
 def test_cuda_without_cupy_is_one_runtime_error_naming_the_extra(no_cupy, make):
-    with pytest.raises(RuntimeError, match=r"^device 'cuda' needs CuPy, which is not installed: .*backprop\[cuda12\].*backprop\[cuda13\]"):
+    with pytest.raises(RuntimeError, match=r"^device 'cuda' needs CuPy, which is not installed: .*pip install .*\[cuda12\]'.*cuda13"):
         make()
 
 
@@ -93,7 +93,7 @@ def test_cuda_without_a_gpu_is_one_runtime_error(monkeypatch):
 def test_train_device_cuda_without_cupy_is_one_line_and_exit_1(no_cupy, tmp_path):
     result = CliRunner().invoke(main, ["train", "--data", "xor", "--device", "cuda", "--out", str(tmp_path / "m.npz")])
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: --device cuda: device 'cuda' needs CuPy") and "backprop[cuda12]" in result.stderr
+    assert result.stderr.startswith("error: --device cuda: device 'cuda' needs CuPy") and "[cuda12]'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.npz").exists()
 

@@ -16,6 +16,7 @@ import sys
 import click
 import numpy as np
 
+from backprop import __version__
 from backprop.cli.evaluate import evaluate, predict
 from backprop.cli.explain import explain
 from backprop.cli.export import export
@@ -62,7 +63,7 @@ class BackpropGroup(click.Group):
 
 
 @click.group(cls=BackpropGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="backprop", prog_name="backprop")
+@click.version_option(version=__version__, prog_name="backprop")
 def main():
     """Train neural networks by backpropagation on NumPy arrays, and show the work.
 

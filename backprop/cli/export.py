@@ -11,7 +11,7 @@ from backprop.cli.common import check_files, model_option, writable
 @click.option("--opset", type=click.IntRange(min=1), default=None, help="The ONNX operator set [default: 17].")
 def export(model_path, out, opset):
     """Export a saved model to ONNX: raw feature columns in, as 'backprop predict' takes
-    them; the label and the class probabilities (or the value) out (pip install 'backprop[onnx]')."""
+    them; the label and the class probabilities (or the value) out (the extra onnx)."""
     check_files({"--model": model_path}, {"--out": out})
     from backprop.onnx import export_file  # the onnx extra: without it, one line saying what to install
 

@@ -4,15 +4,17 @@
 ``load(path)`` reads one (PyTorch's ``torch.onnx.export`` of an MLP, for instance) into
 a ``Sequential`` that trains, saves and explains like a model built here. ``load_model``
 and ``export_file`` are what the command's ``--model`` and ``backprop export`` call.
-Needs the extra ``backprop[onnx]`` (the packages ``onnx`` and ``onnxruntime``).
+Needs the extra ``onnx`` (the packages ``onnx`` and ``onnxruntime``: ``extras.install_command("onnx")``).
 """
 
 import os
 
+from backprop.extras import install_command
+
 try:
     import onnx  # noqa: F401
 except ImportError:  # pragma: no cover - only without the extra
-    raise ImportError("backprop.onnx needs the onnx package: pip install 'backprop[onnx]'") from None
+    raise ImportError(f"backprop.onnx needs the onnx package: {install_command('onnx')}") from None
 
 from backprop.onnx.exporter import COMMAND_KEYS, DEFAULT_OPSET, export
 from backprop.onnx.importer import load
