@@ -7,7 +7,9 @@ if "--distributed" in sys.argv[1:]:  # python -m bench --distributed: data-paral
 elif "--jax" in sys.argv[1:]:  # python -m bench --jax [--quick]: only the rows against JAX's jit
     from bench import jax_rows
 
-    jax_rows.report(quick="--quick" in sys.argv[1:])
+    from bench.results import report_path
+
+    jax_rows.report(quick="--quick" in sys.argv[1:], path=report_path("--record" in sys.argv[1:]))
 else:
     from bench.train_mlp import main
 

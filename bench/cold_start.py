@@ -81,7 +81,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.cold_start", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one repetition of every other row")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
-    parser.add_argument("--report", action="store_true", help=f"also write the table into bench/RESULTS.md ({HEADING!r})")
+    parser.add_argument("--report", action="store_true", help=f"also write the table into the report ({HEADING!r})")
+    parser.add_argument("--record", action="store_true", help="the report is bench/RESULTS.md (default: outside the tree)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -109,11 +110,11 @@ def main(argv=None):
     table = "\n".join(lines)
     print(table)
     if args.report:
-        from bench.results import write_section
+        from bench.results import report_path, write_section
 
         write_section(HEADING, f"`python -m bench.cold_start{' --quick' if args.quick else ''}` on "
                       f"{datetime.date.today()}: each cell the median of {repeat} fresh processes, timed start to "
-                      f"end.\n\n{table}")
+                      f"end.\n\n{table}", report_path(args.record))
 
 
 if __name__ == "__main__":

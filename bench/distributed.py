@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.results import write_section  # noqa: E402
+from bench.results import report_path, write_section  # noqa: E402
 
 MLP = (784, 256, 128, 10)
 BATCHES = [512, 4096]
@@ -157,6 +157,7 @@ def job(ranks, batch, seconds):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench --distributed", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
+    parser.add_argument("--record", action="store_true", help="write the table into bench/RESULTS.md (default: outside the tree)")
     parser.add_argument("--paper", action="store_true", help="print the cost model for 8 to 512 machines")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -202,8 +203,7 @@ def main(argv=None):
                 )
     table = "\n".join(lines)
     print(table)
-    if not args.quick:
-        write_section("Across machines: data-parallel on MPI", table)
+    write_section("Across machines: data-parallel on MPI", table, report_path(args.record))
 
 if __name__ == "__main__":
     main()

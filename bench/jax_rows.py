@@ -24,6 +24,7 @@ defaults. Warm caches: each system has compiled what it compiles before it is ti
 """
 
 import argparse
+from pathlib import Path
 import datetime
 import os
 import statistics
@@ -182,9 +183,10 @@ def worker_main(system, threads):
     worker.serve()
 
 
-def report(quick=False):
-    """The rows with the systems ``python -m bench`` runs, into their section of bench/RESULTS.md."""
-    main(["--report", "--systems", *REPORTED] + (["--quick"] if quick else []))
+def report(quick=False, path=None):
+    """The rows with the systems ``python -m bench`` runs, into their section of the report
+    at ``path`` (default: ``report_path(record=False)``)."""
+    main(["--report", "--systems", *REPORTED] + (["--quick"] if quick else []) + (["--to", str(path)] if path else []))
 
 
 def main(argv=None):
@@ -193,7 +195,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="threads per system (default 2)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--rows", nargs="+", type=int, help="row numbers (from 0) to run; default all")
-    parser.add_argument("--report", action="store_true", help=f"also write the table into bench/RESULTS.md ({HEADING!r})")
+    parser.add_argument("--report", action="store_true", help=f"also write the table into the report ({HEADING!r})")
+    parser.add_argument("--record", action="store_true", help="the report is bench/RESULTS.md (default: outside the tree)")
+    parser.add_argument("--to", help=argparse.SUPPRESS)
     parser.add_argument("worker", nargs="?", choices=SYSTEMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -227,13 +231,14 @@ def main(argv=None):
     if args.report:
         import jax
 
-        from bench.results import write_section
+        from bench.results import report_path, write_section
         from bench.worker import blas_pools
 
         write_section(HEADING, f"`python -m bench.jax_rows{' --quick' if args.quick else ''}` on "
                       f"{datetime.date.today()}: {reps} repetitions of {block} s blocks, {args.threads} threads per "
                       f"system, JAX {jax.__version__}; samples/s (median) and each system's paired ratio to JAX "
-                      f"(median over repetitions). BLAS here: {'; '.join(blas_pools())}.\n\n{table}")
+                      f"(median over repetitions). BLAS here: {'; '.join(blas_pools())}.\n\n{table}",
+                      Path(args.to) if args.to else report_path(args.record))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,24 @@
-"""bench/RESULTS.md is one report written by several benchmarks: ``python -m bench``
+"""The report is one Markdown file written by several benchmarks: ``python -m bench``
 writes its tables, and each other benchmark (``python -m bench --distributed``) writes
-its own section, which the next ``python -m bench`` keeps."""
+its own section, which the next ``python -m bench`` keeps. It is bench/RESULTS.md (and
+bench/results.json) only when a run is recorded (``--record``); otherwise both go to a
+folder outside the tree (``report_path``), so that a run never changes tracked files."""
 
 import re
+import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def report_path(record, name="RESULTS.md"):
+    """Where a run writes ``name``: beside this file when recording, else in
+    ``$TMPDIR/backprop-bench``."""
+    if record:
+        return Path(__file__).with_name(name)
+    folder = Path(tempfile.gettempdir()) / "backprop-bench"
+    folder.mkdir(exist_ok=True)
+    return folder / name
 
 
 def _sections(text):

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.results import kept_sections  # noqa: E402
+from bench.results import kept_sections, report_path  # noqa: E402
 from bench.systems import SYSTEMS  # noqa: E402
 
 MLP = (784, 256, 128, 10)
@@ -409,12 +409,15 @@ def main(argv=None):
     parser.add_argument("--no-scaling", action="store_true", help="skip the width/depth table")
     parser.add_argument("--no-jax", action="store_true", help="skip the rows against JAX's jit (bench.jax_rows), "
                         "which run after the rest when JAX is installed; --jax runs only them")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")), help="the Markdown report")
-    parser.add_argument("--json", default=str(Path(__file__).with_name("results.json")),
-                        help="where to write the raw measurements")
+    parser.add_argument("--record", action="store_true",
+                        help="write bench/RESULTS.md and bench/results.json (default: a folder outside the tree)")
+    parser.add_argument("--out", help="the Markdown report (default: see --record)")
+    parser.add_argument("--json", help="where to write the raw measurements (default: see --record)")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: rewrite the report from the raw measurements in --json")
     args = parser.parse_args(argv)
+    args.out = args.out or str(report_path(args.record))
+    args.json = args.json or str(report_path(args.record, "results.json"))
 
     def log(message):
         print(message, file=sys.stderr, flush=True)
@@ -427,10 +430,14 @@ def main(argv=None):
     text = report(results)
     Path(args.out).write_text(text + "\n\n" + kept_sections(text, Path(args.out)))
     print(text)
-    if not args.render and not args.no_jax and importlib.util.find_spec("jax") is not None:
-        from bench import jax_rows  # the rows against JAX's jit, their own section of the report
+    log(f"wrote {args.out} and {args.json}")
+    if not args.render and not args.no_jax:
+        if importlib.util.find_spec("jax") is None:
+            log("the rows against JAX's jit were not measured: JAX is not installed (pip install -e '.[bench]')")
+        else:
+            from bench import jax_rows  # the rows against JAX's jit, their own section of the report
 
-        jax_rows.report(quick=args.quick)
+            jax_rows.report(quick=args.quick, path=Path(args.out))
 
 
 if __name__ == "__main__":
