@@ -413,6 +413,8 @@ def _operands(a, other, division=False):
     bool side takes the floating side's dtype (NumPy would widen float32 and int64 to
     float64), and a division of integers is float32."""
     b = as_tensor(other, a)
+    if a.data.dtype is b.data.dtype and not division:  # the usual case: nothing to promote
+        return a, b
     kinds = a.data.dtype.kind + b.data.dtype.kind
     if "f" in kinds and kinds != "ff" and "c" not in kinds:
         if kinds[0] == "f":

@@ -19,17 +19,17 @@ from importlib import resources
 
 import numpy as np
 
+from backprop import ops
+
 _SECTIONS = {"input": "Input", "parameters": "Parameters", "forward": "Forward", "loss": "Loss",
              "backward": "Backward", "updated": "Update"}
-# f'(z) from the forward values a = f(z), z, for the activations a page can show
+# f'(z), the engine's own VJP of each activation at g = 1, from z and a = f(z)
 _SLOPES = {
-    "sigmoid": lambda z, a: a * (1 - a),
-    "tanh": lambda z, a: 1 - a * a,
-    "relu": lambda z, a: (z > 0).astype(float),
+    "sigmoid": lambda z, a: ops.sigmoid_vjp(a, 1.0),
+    "tanh": lambda z, a: ops.tanh_vjp(a, 1.0),
+    "relu": lambda z, a: ops.relu_vjp(z, 1.0),
     "identity": lambda z, a: np.ones_like(z),
 }
-
-
 CHAINS_UP_TO = 200  # parameters: a larger network's page leaves the per-entry chains out
 
 
