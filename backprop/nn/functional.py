@@ -112,6 +112,11 @@ def _target_array(target, input, name):
     return array.astype(input.dtype, copy=False)
 
 
+def _weight_array(weight, input):
+    """Per-element or per-class weights as an array of the input's dtype and device."""
+    return _target_data(weight, input).astype(input.dtype, copy=False)
+
+
 def _target_data(target, input):
     """A Tensor target's array, or array data made an array on the input's device."""
     return target.data if isinstance(target, Tensor) else backend.namespace(input.data).asarray(target)
@@ -173,7 +178,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
         )
     loss = -(_clamped_log(input) * y + _clamped_log(1.0 - input) * (1.0 - y))
     if weight is not None:
-        loss = loss * _target_data(weight, input).astype(input.dtype, copy=False)
+        loss = loss * _weight_array(weight, input)
     return _reduce(loss, reduction)
 
 
@@ -186,11 +191,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     y = _target_array(target, input, "binary_cross_entropy_with_logits")
     loss = loss_ops.binary_cross_entropy_with_logits(input, y)
     if pos_weight is not None:
-        positive = _target_data(pos_weight, input).astype(input.dtype, copy=False)
+        positive = _weight_array(pos_weight, input)
         ones = backend.namespace(y).ones_like(y)
         loss = loss + loss_ops.binary_cross_entropy_with_logits(input, ones) * ((positive - 1) * y)
     if weight is not None:
-        loss = loss * _target_data(weight, input).astype(input.dtype, copy=False)
+        loss = loss * _weight_array(weight, input)
     return _reduce(loss, reduction)
 
 
@@ -250,7 +255,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
 
 def _class_weights(weight, input):
-    w = _target_data(weight, input).astype(input.dtype, copy=False)
+    w = _weight_array(weight, input)
     if w.shape != (input.shape[1],):
         raise ValueError(f"the class weights have shape {w.shape}; the input has {input.shape[1]} classes")
     return w
