@@ -1,0 +1,138 @@
+"""The documentation's examples as tests (Sybil): README.md and docs/*.md, page by page.
+
+Each page runs in order in a fresh temporary folder of its own, so it must make the files it
+reads. Python blocks run; a block written as a doctest (``>>>``) has its output compared with
+what the page shows. A ``console`` block runs each ``$ command`` in bash and compares what it
+printed (standard output and error, as a terminal shows them) with the lines under it. In both,
+``...`` stands for what varies between runs (timings), and a ``<!-- skip: next -->`` comment
+skips the block after it (a cluster's command, say).
+
+``python -m pytest README.md docs --update-docs`` rewrites every shown output that no longer
+matches with what the example printed, keeping the lines whose ``...`` still matches: the
+numbers in the pages are regenerated, never typed.
+"""
+import doctest
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from sybil import Sybil
+from sybil.evaluators.doctest import NUMBER, DocTestEvaluator, OutputChecker
+from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
+
+FLAGS = doctest.ELLIPSIS | NUMBER
+CHECKER = OutputChecker()
+_edits = []          # (path, start, end, text): outputs to rewrite under --update-docs
+_update = False
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-docs", action="store_true",
+                     help="rewrite the documentation's shown outputs with what the examples print")
+
+
+def pytest_configure(config):
+    global _update
+    _update = config.getoption("--update-docs")
+
+
+def _merged(want, got):
+    """``got``, keeping each line of ``want`` whose ``...`` still matches its line of ``got``."""
+    wants, gots = want.splitlines(), got.splitlines()
+    if len(wants) != len(gots):
+        return got
+    return "".join((w if "..." in w and CHECKER.check_output(w, g, FLAGS) else g) + "\n"
+                   for w, g in zip(wants, gots))
+
+
+def _rewrite(example, want_start, want, got):
+    """Queue the replacement of the shown output ``want`` (at ``want_start`` in the page) by ``got``."""
+    _edits.append((example.path, want_start, want_start + len(want), _merged(want, got)))
+
+
+class _Runner(doctest.DocTestRunner):
+    """Sybil's doctest evaluation, remembering what a failing example printed."""
+
+    def report_failure(self, out, test, example, got):
+        self.got = got
+        super().report_failure(out, test, example, got)
+
+
+class _DocTestEvaluator(DocTestEvaluator):
+    def __init__(self):
+        super().__init__(FLAGS)
+        self.runner.__class__ = type("Runner", (_Runner, type(self.runner)), {})
+
+    def __call__(self, example):
+        self.runner.got = None
+        failure = super().__call__(example)
+        if failure and _update and self.runner.got is not None:
+            parsed, text = example.parsed, example.document.text
+            indent = " " * parsed.indent
+            start = example.start
+            for _ in range(parsed.source.count("\n")):
+                start = text.index("\n", start) + 1
+            want = "".join(indent + line for line in parsed.want.splitlines(keepends=True))
+            assert text.startswith(want, start), f"{example.path}: cannot find the output of line {example.line}"
+            got = "".join(indent + line for line in self.runner.got.splitlines(keepends=True))
+            _rewrite(example, start, want, got)
+            return None
+        return failure
+
+
+def run_console(example):
+    """Run each ``$ command`` of a console block in the page's folder; compare what it printed."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    block, failures = example.parsed, []
+    commands, offset = [], 0                 # [command, offset of its output, output]
+    for line in block.splitlines(keepends=True):
+        offset += len(line)
+        if line.startswith("$ "):
+            commands.append([line[2:].strip(), offset, ""])
+        elif commands:
+            commands[-1][2] += line
+    for command, want_start, want in commands:
+        got = subprocess.run(command, shell=True, executable="/bin/bash", env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600).stdout
+        if not CHECKER.check_output(want, got, FLAGS):
+            if _update:
+                start = example.document.text.index(block, example.start)
+                _rewrite(example, start + want_start, want, got)
+            else:
+                failures.append(f"$ {command}\nshown:\n{want}printed:\n{got}")
+    return "\n".join(failures) or None
+
+
+def pytest_sessionfinish(session):
+    for path in {path for path, *_ in _edits}:
+        text = Path(path).read_text()
+        for _, start, end, new in sorted((e for e in _edits if e[0] == path), key=lambda e: -e[1]):
+            text = text[:start] + new + text[end:]
+        temporary = Path(path).with_suffix(".md.tmp")
+        temporary.write_text(text)
+        temporary.replace(path)
+    _edits.clear()
+
+
+def _enter_folder(namespace):
+    namespace["_folder"] = tempfile.TemporaryDirectory(prefix="backprop-docs-")
+    namespace["_cwd"] = os.getcwd()
+    os.chdir(namespace["_folder"].name)
+
+
+def _leave_folder(namespace):
+    os.chdir(namespace["_cwd"])
+    namespace["_folder"].cleanup()
+
+
+_python = PythonCodeBlockParser(doctest_optionflags=FLAGS)
+_python.doctest_parser.evaluator = _DocTestEvaluator()
+
+pytest_collect_file = Sybil(
+    parsers=[_python, CodeBlockParser("console", run_console), SkipParser()],
+    patterns=["README.md", "docs/*.md"],
+    setup=_enter_folder, teardown=_leave_folder,
+).pytest()
