@@ -13,6 +13,7 @@ numbers in the pages are regenerated, never typed.
 """
 import doctest
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipP
 
 FLAGS = doctest.ELLIPSIS | NUMBER
 CHECKER = OutputChecker()
+VARIES = [(re.compile(r"\bin \d+(\.\d+)? s\b"), "in ... s")]    # timings, written as ... when regenerated
 _edits = []          # (path, start, end, text): outputs to rewrite under --update-docs
 _update = False
 
@@ -39,7 +41,10 @@ def pytest_configure(config):
 
 
 def _merged(want, got):
-    """``got``, keeping each line of ``want`` whose ``...`` still matches its line of ``got``."""
+    """``got``, keeping each line of ``want`` whose ``...`` still matches its line of ``got``,
+    with what always varies (``VARIES``) written as ``...``."""
+    for pattern, replacement in VARIES:
+        got = pattern.sub(replacement, got)
     wants, gots = want.splitlines(), got.splitlines()
     if len(wants) != len(gots):
         return got
