@@ -27,7 +27,7 @@ FLAGS = doctest.ELLIPSIS | NUMBER
 CHECKER = OutputChecker()
 VARIES = [(re.compile(r"\bin \d+(\.\d+)? s\b"), "in ... s")]    # timings, written as ... when regenerated
 _edits = []          # (path, start, end, text): outputs to rewrite under --update-docs
-_update = False
+update = False       # --update-docs
 
 
 def pytest_addoption(parser):
@@ -36,8 +36,8 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    global _update
-    _update = config.getoption("--update-docs")
+    global update
+    update = config.getoption("--update-docs")
 
 
 def _merged(want, got):
@@ -73,7 +73,7 @@ class _DocTestEvaluator(DocTestEvaluator):
     def __call__(self, example):
         self.runner.got = None
         failure = super().__call__(example)
-        if failure and _update and self.runner.got is not None:
+        if failure and update and self.runner.got is not None:
             parsed, text = example.parsed, example.document.text
             indent = " " * parsed.indent
             start = example.start
@@ -103,7 +103,7 @@ def run_console(example):
         got = subprocess.run(command, shell=True, executable="/bin/bash", env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600).stdout
         if not CHECKER.check_output(want, got, FLAGS):
-            if _update:
+            if update:
                 start = example.document.text.index(block, example.start)
                 _rewrite(example, start + want_start, want, got)
             else:
@@ -112,6 +112,11 @@ def run_console(example):
 
 
 def pytest_sessionfinish(session):
+    rewrite_pages()
+
+
+def rewrite_pages():
+    """Write the outputs queued under ``--update-docs`` into their pages (atomically)."""
     for path in {path for path, *_ in _edits}:
         text = Path(path).read_text()
         for _, start, end, new in sorted((e for e in _edits if e[0] == path), key=lambda e: -e[1]):
@@ -136,8 +141,12 @@ def _leave_folder(namespace):
 _python = PythonCodeBlockParser(doctest_optionflags=FLAGS)
 _python.doctest_parser.evaluator = _DocTestEvaluator()
 
-pytest_collect_file = Sybil(
-    parsers=[_python, CodeBlockParser("console", run_console), SkipParser()],
-    patterns=["README.md", "docs/*.md"],
-    setup=_enter_folder, teardown=_leave_folder,
-).pytest()
+
+
+def pages(patterns, path="."):
+    """The pages matching ``patterns`` (under ``path``) as Sybil's documents of examples."""
+    return Sybil(parsers=[_python, CodeBlockParser("console", run_console), SkipParser()],
+                 patterns=patterns, path=str(path), setup=_enter_folder, teardown=_leave_folder)
+
+
+pytest_collect_file = pages(["README.md", "docs/*.md"]).pytest()
