@@ -99,15 +99,14 @@ def test_a_stale_output_fails_and_update_docs_rewrites_it_keeping_what_varies(tm
 
 
 def test_every_page_is_in_the_site():
-    import yaml
+    from mkdocs.config import load_config
 
     def files(nav):
         for entry in nav:
             for value in entry.values():
                 yield from files(value) if isinstance(value, list) else [value]
 
-    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
-    in_nav = set(files(config["nav"]))
+    in_nav = set(files(load_config(str(ROOT / "mkdocs.yml"))["nav"]))
     on_disk = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")}
     assert in_nav == on_disk
 
