@@ -43,6 +43,7 @@ def init_process_group(backend="mpi", **options):
 
 
 def is_initialized():
+    """Whether this process has joined an MPI job (``init``)."""
     return _comm is not None
 
 
@@ -105,6 +106,8 @@ class EveryRankError(ValueError):
 
 
 def abort_at_exit(error):
+    """In a job of several ranks, have mpi4py abort the whole job when this process exits
+    after ``error``, so that no other rank waits forever for it."""
     if get_world_size() > 1:
         from mpi4py.run import set_abort_status
 

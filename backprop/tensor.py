@@ -68,6 +68,7 @@ def grad_assignments():
 
 
 def is_grad_enabled():
+    """Whether operations record the graph now (False inside ``no_grad()``)."""
     return _grad_enabled
 
 

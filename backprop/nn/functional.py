@@ -51,6 +51,7 @@ def sigmoid(input):
 
 
 def tanh(input):
+    """tanh(x) elementwise; its slope is 1 - tanh(x)^2."""
     return ops.tanh(as_tensor(input))
 
 

@@ -66,14 +66,17 @@ def normal_(tensor, mean=0.0, std=1.0):
 
 
 def constant_(tensor, val):
+    """Fill ``tensor`` with ``val``, in place."""
     return _fill(tensor, real(val, "constant_: val"))
 
 
 def ones_(tensor):
+    """Fill ``tensor`` with ones, in place."""
     return _fill(tensor, 1)
 
 
 def zeros_(tensor):
+    """Fill ``tensor`` with zeros, in place."""
     return _fill(tensor, 0)
 
 
