@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from sybil import Sybil
-from sybil.evaluators.doctest import NUMBER, DocTestEvaluator, OutputChecker
+from sybil.evaluators.doctest import NUMBER, DocTestEvaluator, DocTestRunner, OutputChecker
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
 
 FLAGS = doctest.ELLIPSIS | NUMBER
@@ -57,8 +57,8 @@ def _rewrite(example, want_start, want, got):
     _edits.append((example.path, want_start, want_start + len(want), _merged(want, got)))
 
 
-class _Runner(doctest.DocTestRunner):
-    """Sybil's doctest evaluation, remembering what a failing example printed."""
+class _Runner(DocTestRunner):
+    """Sybil's doctest runner, remembering what a failing example printed."""
 
     def report_failure(self, out, test, example, got):
         self.got = got
@@ -66,9 +66,12 @@ class _Runner(doctest.DocTestRunner):
 
 
 class _DocTestEvaluator(DocTestEvaluator):
+    """Sybil's doctest evaluation; under ``--update-docs`` a failing example's shown output is
+    queued for rewriting instead of failing."""
+
     def __init__(self):
         super().__init__(FLAGS)
-        self.runner.__class__ = type("Runner", (_Runner, type(self.runner)), {})
+        self.runner = _Runner(FLAGS)
 
     def __call__(self, example):
         self.runner.got = None
@@ -118,22 +121,23 @@ def pytest_sessionfinish(session):
 def rewrite_pages():
     """Write the outputs queued under ``--update-docs`` into their pages (atomically)."""
     for path in {path for path, *_ in _edits}:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
         for _, start, end, new in sorted((e for e in _edits if e[0] == path), key=lambda e: -e[1]):
             text = text[:start] + new + text[end:]
         temporary = Path(path).with_suffix(".md.tmp")
-        temporary.write_text(text)
+        temporary.write_text(text, encoding="utf-8")
         temporary.replace(path)
     _edits.clear()
 
 
-def _enter_folder(namespace):
+def enter_folder(namespace):
+    """Run the page in a fresh temporary folder."""
     namespace["_folder"] = tempfile.TemporaryDirectory(prefix="backprop-docs-")
     namespace["_cwd"] = os.getcwd()
     os.chdir(namespace["_folder"].name)
 
 
-def _leave_folder(namespace):
+def leave_folder(namespace):
     os.chdir(namespace["_cwd"])
     namespace["_folder"].cleanup()
 
@@ -142,11 +146,10 @@ _python = PythonCodeBlockParser(doctest_optionflags=FLAGS)
 _python.doctest_parser.evaluator = _DocTestEvaluator()
 
 
-
 def pages(patterns, path="."):
     """The pages matching ``patterns`` (under ``path``) as Sybil's documents of examples."""
     return Sybil(parsers=[_python, CodeBlockParser("console", run_console), SkipParser()],
-                 patterns=patterns, path=str(path), setup=_enter_folder, teardown=_leave_folder)
+                 patterns=patterns, path=str(path), setup=enter_folder, teardown=leave_folder)
 
 
 pytest_collect_file = pages(["README.md", "docs/*.md"]).pytest()

@@ -68,7 +68,7 @@ def run_page(folder):
     failures = []
     document = docs_examples.pages(["page.md"], folder).parse(folder / "page.md")
     namespace = document.namespace
-    docs_examples._enter_folder(namespace)
+    docs_examples.enter_folder(namespace)
     try:
         for example in document:
             try:
@@ -76,7 +76,7 @@ def run_page(folder):
             except SybilFailure as failure:
                 failures.append(str(failure))
     finally:
-        docs_examples._leave_folder(namespace)
+        docs_examples.leave_folder(namespace)
     return failures
 
 
