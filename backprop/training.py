@@ -84,7 +84,8 @@ def fit(
 
     ``distributed=True`` trains data-parallel on the ranks of an MPI job (run under
     ``mpiexec``; see ``backprop.distributed.DataParallelFit``): each rank takes
-    ``batch_size / ranks`` examples of every batch, the gradients are averaged, and the
+    a nearly equal piece of every batch, the gradients are averaged (weighted by the pieces'
+    sizes), and the
     weights, the history and early stopping are the same on every rank and the same as
     one process would get; only rank 0 shows progress and writes checkpoints.
     """
