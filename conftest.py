@@ -2,7 +2,7 @@
 
 Each page runs in order in a fresh temporary folder of its own, so it must make the files it
 reads. Python blocks run; a block written as a doctest (``>>>``) has its output compared with
-what the page shows. A ``console`` block runs each ``$ command`` in bash and compares what it
+what the page shows, and a plain block must print nothing. A ``console`` block runs each ``$ command`` in bash and compares what it
 printed (standard output and error, as a terminal shows them) with the lines under it. In both,
 ``...`` stands for what varies between runs (timings), and a ``<!-- skip: next -->`` comment
 skips the block after it (a cluster's command, say).
@@ -11,7 +11,9 @@ skips the block after it (a cluster's command, say).
 matches with what the example printed, keeping the lines whose ``...`` still matches: the
 numbers in the pages are regenerated, never typed.
 """
+import contextlib
 import doctest
+import io
 import os
 import re
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from sybil import Sybil
 from sybil.evaluators.doctest import NUMBER, DocTestEvaluator, DocTestRunner, OutputChecker
+from sybil.evaluators.python import PythonEvaluator
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
 
 FLAGS = doctest.ELLIPSIS | NUMBER
@@ -142,8 +145,22 @@ def leave_folder(namespace):
     namespace["_folder"].cleanup()
 
 
+class _SilentCode(PythonEvaluator):
+    """A plain Python block runs as Sybil runs it, and must print nothing: what a page's code
+    prints is shown on the page, in a doctest block."""
+
+    def __call__(self, example):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            super().__call__(example)
+        if printed.getvalue():
+            return f"this block printed what the page does not show (make it a >>> block):\n{printed.getvalue()}"
+        return None
+
+
 _python = PythonCodeBlockParser(doctest_optionflags=FLAGS)
 _python.doctest_parser.evaluator = _DocTestEvaluator()
+_python.codeblock_parser = CodeBlockParser("python", _SilentCode())
 
 
 def pages(patterns, path="."):

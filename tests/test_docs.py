@@ -64,9 +64,9 @@ $ false-command-never-run
 """
 
 
-def run_page(folder):
+def run_page(folder, page="page.md"):
     failures = []
-    document = docs_examples.pages(["page.md"], folder).parse(folder / "page.md")
+    document = docs_examples.pages([page], folder).parse(folder / page)
     namespace = document.namespace
     docs_examples.enter_folder(namespace)
     try:
@@ -96,6 +96,12 @@ def test_a_stale_output_fails_and_update_docs_rewrites_it_keeping_what_varies(tm
         "$ cat numbers.txt\n1\n3", "$ cat numbers.txt\n1\n2")
     monkeypatch.setattr(docs_examples, "update", False)
     assert run_page(tmp_path) == []
+
+
+def test_a_plain_block_that_prints_what_the_page_does_not_show_fails(tmp_path):
+    (tmp_path / "page.md").write_text("```python\nx = 6 * 7\n```\n\n```python\nprint(x)\n```\n", encoding="utf-8")
+    failures = run_page(tmp_path)
+    assert len(failures) == 1 and "printed what the page does not show" in failures[0] and "42" in failures[0]
 
 
 def test_every_page_is_in_the_site():
