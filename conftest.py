@@ -2,10 +2,11 @@
 
 Each page runs in order in a fresh temporary folder of its own, so it must make the files it
 reads. Python blocks run; a block written as a doctest (``>>>``) has its output compared with
-what the page shows, and a plain block must print nothing. A ``console`` block runs each ``$ command`` in bash and compares what it
-printed (standard output and error, as a terminal shows them) with the lines under it. In both,
-``...`` stands for what varies between runs (timings), and a ``<!-- skip: next -->`` comment
-skips the block after it (a cluster's command, say).
+what the page shows, and a plain block must print nothing. A ``console`` block runs each
+``$ command`` in bash and compares what it printed (standard output and error, as a terminal
+shows them) with the lines under it. In both, ``...`` stands for what varies between runs
+(timings), numbers agree to the precision shown (Sybil's NUMBER), and a
+``<!-- skip: next -->`` comment skips the block after it (a cluster's command, say).
 
 ``python -m pytest README.md docs --update-docs`` rewrites every shown output that no longer
 matches with what the example printed, keeping the lines whose ``...`` still matches: the
