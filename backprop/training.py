@@ -83,11 +83,10 @@ def fit(
     ``History.numba_reason`` is None when it ran.
 
     ``distributed=True`` trains data-parallel on the ranks of an MPI job (run under
-    ``mpiexec``; see ``backprop.distributed.DataParallelFit``): each rank takes
-    a nearly equal piece of every batch, the gradients are averaged (weighted by the pieces'
-    sizes), and the
-    weights, the history and early stopping are the same on every rank and the same as
-    one process would get; only rank 0 shows progress and writes checkpoints.
+    ``mpiexec``; see ``backprop.distributed.DataParallelFit``): each rank takes a nearly
+    equal piece of every batch, the gradients are averaged (weighted by the pieces' sizes),
+    and the weights, the history and early stopping are the same on every rank and the same
+    as one process would get; only rank 0 shows progress and writes checkpoints.
     """
     _check_int("epochs", epochs, minimum=1)
     _check_int("initial_epoch", initial_epoch, minimum=0)
