@@ -94,19 +94,24 @@ class _DocTestEvaluator(DocTestEvaluator):
         return failure
 
 
-def run_console(example):
-    """Run each ``$ command`` of a console block in the page's folder; compare what it printed."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    block, failures = example.parsed, []
-    commands, offset = [], 0                 # [command, offset of its output, output]
+def console_commands(block):
+    """A console block's commands: [command, offset of its shown output in the block, output]."""
+    commands, offset = [], 0
     for line in block.splitlines(keepends=True):
         offset += len(line)
         if line.startswith("$ "):
             commands.append([line[2:].strip(), offset, ""])
         elif commands:
             commands[-1][2] += line
-    for command, want_start, want in commands:
+    return commands
+
+
+def run_console(example):
+    """Run each ``$ command`` of a console block in the page's folder; compare what it printed."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    block, failures = example.parsed, []
+    for command, want_start, want in console_commands(block):
         got = subprocess.run(command, shell=True, executable="/bin/bash", env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600).stdout
         if not CHECKER.check_output(want, got, FLAGS):
